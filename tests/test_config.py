@@ -106,7 +106,7 @@ def test_hash_is_stable_and_sensitive():
         default = getattr(a, name)
         other = {
             bool: lambda v: not v,
-            int: lambda v: v + 6 if name == "depth" else v * 2 if v else 1,
+            int: lambda v, name=name: v + 6 if name == "depth" else v * 2 if v else 1,
             float: lambda v: v / 2,
         }.get(type(default))
         if other is None:

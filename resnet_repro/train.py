@@ -1,0 +1,551 @@
+"""Training and evaluation of one run: `train(cfg, seed, ...) -> TrainResult`.
+
+Protocol (He et al. 2015, sec. 4.2): SGD with momentum 0.9 and weight decay 1e-4 at batch
+128, lr 0.1 divided by 10 at 32k and 48k iterations, stop at 64k; ResNet-110 warms up at
+lr 0.01 until the training error is below 80%. The schedule is per iteration, as in Caffe.
+
+Data flows as a stream, as Caffe's data layer does: the training set is permuted afresh
+each epoch and batch k holds stream positions [k*B, (k+1)*B), so every batch has B images
+and a batch may straddle two epochs. Each epoch is augmented at once on the device
+(`augment.augment`); its permutation and augmentation depend only on (seed, epoch), so a
+run resumed at any iteration sees exactly the batches of a run never interrupted.
+
+Seed s fixes initialisation, data order and augmentation: variants trained with the same
+seed are paired. Every evaluation records the test error of the configured BN mode (and
+of any eval-only variants passed as `eval_variants`), and the training error and loss
+averaged over the iterations since the previous evaluation (Figure 6's dashed curves).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+import dataclasses
+import hashlib
+import math
+import os
+import time
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from resnet_repro.augment import augment, normalize
+from resnet_repro.config import RunConfig, from_dict
+from resnet_repro.data import Dataset, load_for_config, normalization_stats
+from resnet_repro.models import batch_statistics, build_model, recompute_bn_statistics
+
+WARMUP_LR = 0.01  # Paper: ResNet-110 starts at 0.01.
+WARMUP_ERROR = 80.0  # Paper: until the training error is below 80%.
+WARMUP_WINDOW = 50  # iterations averaged for the "running training error" (not stated)
+PRECISE_BN_BATCHES = 100  # training batches for "precise" BN statistics (12,800 images)
+DIVERGENCE_CHECK = 25  # iterations between host-side checks for a non-finite loss
+
+
+@dataclass
+class ExecOptions:
+    """How a run executes; nothing here changes what its numbers mean (not hashed)."""
+
+    device: str = "cpu"
+    channels_last: bool | None = None  # None: on for CUDA, off on CPU
+    compile: str = "off"  # "off", "default", "max-autotune", "reduce-overhead"
+    deterministic: bool = False  # torch.use_deterministic_algorithms on CUDA
+    num_threads: int | None = None  # CPU threads for this process
+
+    def __post_init__(self) -> None:
+        allowed = ("off", "default", "max-autotune", "reduce-overhead")
+        if self.compile not in allowed:
+            raise ValueError(f"compile={self.compile!r}: allowed values are {allowed}")
+
+
+class Callback:
+    """Hooks into `train`; override what you need. Every method is optional."""
+
+    def on_start(self, cfg: RunConfig, seed: int, start_iteration: int) -> None: ...
+
+    def on_step(self, iteration: int, lr: float) -> None: ...
+
+    def on_eval(self, iteration: int, record: dict[str, float]) -> None: ...
+
+    def on_end(self, result: TrainResult) -> None: ...
+
+
+@dataclass
+class TrainResult:
+    """Curves and summary of one run; errors in percent. `evals` holds, per eval-only
+    variant (config_hash), its test-error curve and summary."""
+
+    run_id: str
+    seed: int
+    config: dict[str, Any]
+    status: str  # "finished" or "diverged"
+    curves: dict[str, list[float]]  # iteration, lr, train_error, train_loss, test_error, ...
+    final_test_error: float
+    best_test_error: float
+    best_iteration: int
+    final_train_error: float
+    wall_seconds: float
+    iterations_done: int
+    resumed_from: int = 0
+    warmup_end: int | None = None
+    evals: dict[str, dict[str, Any]] = field(default_factory=dict)
+    error: str | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+# ---------------------------------------------------------------------------------------
+# data stream
+
+
+def _epoch_seed(seed: int, epoch: int, salt: str = "data") -> int:
+    digest = hashlib.sha1(f"{salt}:{seed}:{epoch}".encode()).digest()
+    return int.from_bytes(digest[:8], "little") & (2**63 - 1)
+
+
+class BatchStream:
+    """Batch k of a run as (x float (B, 3, 32, 32) normalised, y int64 (B,)) on `device`.
+
+    Epoch e is a permutation of the training set, augmented at once; both depend only on
+    (seed, e). The two most recent epochs are kept.
+    """
+
+    def __init__(
+        self,
+        x: Tensor,
+        y: Tensor,
+        cfg: RunConfig,
+        seed: int,
+        mean: Tensor,
+        std: Tensor,
+        memory_format: torch.memory_format = torch.contiguous_format,
+    ) -> None:
+        self.x, self.y, self.cfg, self.seed = x, y, cfg, seed
+        self.mean, self.std = mean.to(x.device), std.to(x.device)
+        self.n, self.b = x.shape[0], cfg.batch_size
+        self.memory_format = memory_format
+        self._cache: dict[int, tuple[Tensor, Tensor]] = {}
+        if self.n < self.b:
+            raise ValueError(f"batch_size={self.b} exceeds the {self.n} training images")
+
+    def epoch(self, e: int) -> tuple[Tensor, Tensor]:
+        if e not in self._cache:
+            g = torch.Generator().manual_seed(_epoch_seed(self.seed, e))
+            perm = torch.randperm(self.n, generator=g).to(self.x.device)
+            xa = augment(
+                self.x[perm],
+                crop=self.cfg.crop,
+                pad=self.cfg.crop_pad,
+                flip=self.cfg.flip,
+                mean=self.mean,
+                std=self.std,
+                generator=g,
+            ).contiguous(memory_format=self.memory_format)
+            self._cache = {k: v for k, v in self._cache.items() if k == e - 1}
+            self._cache[e] = (xa, self.y[perm])
+        return self._cache[e]
+
+    def batch(self, k: int) -> tuple[Tensor, Tensor]:
+        start = k * self.b
+        e, i = divmod(start, self.n)
+        xe, ye = self.epoch(e)
+        if i + self.b <= self.n:
+            return xe[i : i + self.b], ye[i : i + self.b]
+        xn, yn = self.epoch(e + 1)
+        rest = i + self.b - self.n
+        return torch.cat([xe[i:], xn[:rest]]), torch.cat([ye[i:], yn[:rest]])
+
+
+# ---------------------------------------------------------------------------------------
+# optimisation
+
+
+def param_groups(model: nn.Module, cfg: RunConfig) -> list[dict[str, Any]]:
+    """One group with weight decay on everything (paper, Caffe), or, with decay_bn=False,
+    no decay on BN parameters and biases (1-d tensors)."""
+    if cfg.decay_bn:
+        return [{"params": list(model.parameters()), "weight_decay": cfg.weight_decay}]
+    decay = [p for p in model.parameters() if p.ndim > 1]
+    no_decay = [p for p in model.parameters() if p.ndim <= 1]
+    return [
+        {"params": decay, "weight_decay": cfg.weight_decay},
+        {"params": no_decay, "weight_decay": 0.0},
+    ]
+
+
+def make_optimizer(model: nn.Module, cfg: RunConfig) -> torch.optim.SGD:
+    return torch.optim.SGD(
+        param_groups(model, cfg), lr=cfg.lr, momentum=cfg.momentum, nesterov=cfg.nesterov
+    )
+
+
+def learning_rate(cfg: RunConfig, iteration: int, warming: bool) -> float:
+    """lr for the step that starts at `iteration` (0-based): base lr divided by 10 at each
+    milestone passed; WARMUP_LR while warming up ("paper") or before warmup_iters
+    ("fixed")."""
+    if warming or (cfg.warmup == "fixed" and iteration < cfg.warmup_iters):
+        return WARMUP_LR
+    return cfg.lr * 0.1 ** sum(iteration >= m for m in cfg.milestones)
+
+
+def autocast(cfg: RunConfig, device: torch.device) -> contextlib.AbstractContextManager:
+    if cfg.precision == "bf16":
+        return torch.autocast(device.type, dtype=torch.bfloat16)
+    return contextlib.nullcontext()
+
+
+@contextlib.contextmanager
+def precision_flags(cfg: RunConfig) -> Iterator[None]:
+    """TF32 for matmuls and convolutions only within the run with precision="tf32"."""
+    old = (torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32)
+    tf32 = cfg.precision == "tf32"
+    torch.backends.cuda.matmul.allow_tf32 = tf32
+    torch.backends.cudnn.allow_tf32 = tf32
+    try:
+        yield
+    finally:
+        torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = old
+
+
+# ---------------------------------------------------------------------------------------
+# evaluation
+
+
+@torch.no_grad()
+def evaluate(
+    model: nn.Module,
+    x: Tensor,
+    y: Tensor,
+    *,
+    mean: Tensor,
+    std: Tensor,
+    bn_eval: str = "running",
+    batch_size: int = 128,
+    order: Tensor | None = None,
+    precise_batches: Callable[[], Iterator[Tensor]] | None = None,
+    cfg: RunConfig | None = None,
+    memory_format: torch.memory_format = torch.contiguous_format,
+) -> tuple[float, float]:
+    """Test error (%) and mean loss of `model` on uint8 images x (N, 3, 32, 32), labels y
+    (N,), in batches of `batch_size` taken in `order` (a permutation; default: stored
+    order). bn_eval "running" uses the running statistics, "batch" each test batch's own,
+    "precise" statistics recomputed over `precise_batches()` (on a copy of the model)."""
+    if bn_eval == "precise":
+        if precise_batches is None:
+            raise ValueError('bn_eval="precise" needs training batches (precise_batches)')
+        model = copy.deepcopy(model)
+        recompute_bn_statistics(model, precise_batches())
+    was_training = model.training
+    model.eval()
+    ctx = batch_statistics(model) if bn_eval == "batch" else contextlib.nullcontext()
+    dev = next(model.parameters()).device
+    errors, loss_sum = 0, 0.0
+    idx = order if order is not None else torch.arange(x.shape[0])
+    try:
+        with ctx:
+            for i in range(0, x.shape[0], batch_size):
+                sel = idx[i : i + batch_size]
+                xb = normalize(x[sel.to(x.device)].to(dev), mean, std)
+                xb = xb.contiguous(memory_format=memory_format)
+                yb = y[sel.to(y.device)].to(dev)
+                with autocast(cfg or RunConfig(), dev):
+                    logits = model(xb).float()
+                loss_sum += F.cross_entropy(logits, yb, reduction="sum").item()
+                errors += (logits.argmax(1) != yb).sum().item()
+    finally:
+        model.train(was_training)
+    n = x.shape[0]
+    return 100.0 * errors / n, loss_sum / n
+
+
+# ---------------------------------------------------------------------------------------
+# checkpoints
+
+
+def save_checkpoint(path: str | os.PathLike, state: dict[str, Any]) -> None:
+    """Write atomically: a temporary file in the same directory, fsync, then rename."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    with open(tmp, "wb") as f:
+        torch.save(state, f)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+
+
+def load_checkpoint(path: str | os.PathLike, map_location: Any = "cpu") -> dict[str, Any]:
+    return torch.load(path, map_location=map_location, weights_only=True)
+
+
+# ---------------------------------------------------------------------------------------
+# the loop
+
+
+def train(
+    cfg: RunConfig,
+    seed: int,
+    *,
+    data: Dataset | None = None,
+    data_dir: str | os.PathLike | None = None,
+    exec_options: ExecOptions | None = None,
+    checkpoint_path: str | os.PathLike | None = None,
+    checkpoint_every: int = 1000,
+    callbacks: Sequence[Callback] = (),
+    eval_variants: Sequence[RunConfig] = (),
+    stop_after: int | None = None,
+) -> TrainResult:
+    """Train `cfg` with `seed`; resume from `checkpoint_path` when it exists.
+
+    eval_variants: configs that differ from `cfg` only in EVAL_FIELDS; each is evaluated
+    at every evaluation of this run and reported in `result.evals[config_hash]`.
+    stop_after: return after this many iterations (status "stopped"), as a kill would,
+    leaving the checkpoint to resume from.
+    """
+    ex = exec_options or ExecOptions()
+    if ex.num_threads:
+        torch.set_num_threads(ex.num_threads)
+    dev = torch.device(ex.device)
+    if dev.type == "cuda" and ex.deterministic:
+        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+        torch.use_deterministic_algorithms(True)
+    fmt = (
+        torch.channels_last
+        if (ex.channels_last or (ex.channels_last is None and dev.type == "cuda"))
+        else torch.contiguous_format
+    )
+    for v in eval_variants:
+        if v.train_hash != cfg.train_hash:
+            raise ValueError(
+                f"eval variant {v.config_hash[:10]} differs from the run in training fields"
+            )
+    data = data or load_for_config(cfg, data_dir)
+    mean, std = normalization_stats(data.train_x, cfg.normalize)
+    train_x, train_y = data.train_x.to(dev), data.train_y.to(dev)
+    test_x, test_y = data.test_x.to(dev), data.test_y.to(dev)
+    stream = BatchStream(train_x, train_y, cfg, seed, mean, std, fmt)
+
+    # Training does not depend on bn_eval; the network keeps running statistics so that
+    # every evaluation mode can be applied to it and to its checkpoint.
+    model = build_model(cfg.replace(bn_eval="running"), data.num_classes, seed=seed)
+    model = model.to(dev, memory_format=fmt)
+    opt = make_optimizer(model, cfg)
+    step_model = (
+        torch.compile(model, mode=None if ex.compile == "default" else ex.compile)
+        if ex.compile != "off"
+        else model
+    )
+
+    state: dict[str, Any] = {
+        "iteration": 0,
+        "curves": _empty_curves(),
+        "warming": cfg.warmup == "paper",
+        "warmup_end": None,
+        "window": [],  # recent batch errors, for the paper warm-up
+        "acc": [0.0, 0.0, 0],  # loss sum, error-fraction sum, iterations since last eval
+        "wall": 0.0,
+    }
+    resumed_from = 0
+    if checkpoint_path and Path(checkpoint_path).exists():
+        ck = load_checkpoint(checkpoint_path, map_location=dev)
+        if ck["train_hash"] != cfg.train_hash or ck["seed"] != seed:
+            raise ValueError(
+                f"checkpoint {checkpoint_path} belongs to training {ck['train_hash'][:10]}"
+                f"-s{ck['seed']}, not {cfg.train_id(seed)}"
+            )
+        model.load_state_dict(ck["model"])
+        opt.load_state_dict(ck["optimizer"])
+        state = ck["state"]
+        resumed_from = state["iteration"]
+
+    specs = [cfg, *[v for v in eval_variants if v.config_hash != cfg.config_hash]]
+
+    def precise_batches() -> Iterator[Tensor]:
+        # Augmented training batches from a stream of their own, so evaluating does not
+        # touch the training stream; PRECISE_BN_BATCHES of them, at most one epoch.
+        pstream = BatchStream(
+            train_x, train_y, cfg, _epoch_seed(seed, 0, "precise"), mean, std, fmt
+        )
+        n = min(PRECISE_BN_BATCHES, max(1, stream.n // cfg.batch_size))
+        return (pstream.batch(k)[0] for k in range(n))
+
+    def run_eval(it: int, lr: float) -> None:
+        acc = state["acc"]
+        rec = {
+            "iteration": it,
+            "lr": lr,
+            "train_error": 100.0 * acc[1] / acc[2] if acc[2] else math.nan,
+            "train_loss": acc[0] / acc[2] if acc[2] else math.nan,
+        }
+        state["acc"] = [0.0, 0.0, 0]
+        for spec in specs:
+            order = None
+            if spec.eval_shuffle:
+                g = torch.Generator().manual_seed(_epoch_seed(seed, 0, "eval_order"))
+                order = torch.randperm(test_x.shape[0], generator=g)
+            err, loss = evaluate(
+                model,
+                test_x,
+                test_y,
+                mean=mean,
+                std=std,
+                bn_eval=spec.bn_eval,
+                batch_size=spec.eval_batch_size,
+                order=order,
+                precise_batches=precise_batches,
+                cfg=cfg,
+                memory_format=fmt,
+            )
+            key = "" if spec is cfg else f"{spec.config_hash}:"
+            rec[f"{key}test_error"], rec[f"{key}test_loss"] = err, loss
+        for k, v in rec.items():
+            state["curves"].setdefault(k, []).append(v)
+        for cb in callbacks:
+            cb.on_eval(it, rec)
+
+    for cb in callbacks:
+        cb.on_start(cfg, seed, resumed_from)
+    t0 = time.perf_counter() - state["wall"]
+    it, status, error, lr = state["iteration"], "finished", None, cfg.lr
+    loss_acc = torch.zeros((), device=dev)  # summed on the device: no sync per step
+    wrong_acc = torch.zeros((), device=dev)
+    model.train()
+    with precision_flags(cfg):
+        while it < cfg.iterations:
+            lr = learning_rate(cfg, it, state["warming"])
+            for group in opt.param_groups:
+                group["lr"] = lr
+            xb, yb = stream.batch(it)
+            with autocast(cfg, dev):
+                logits = step_model(xb)
+            loss = F.cross_entropy(logits.float(), yb)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            it += 1
+            with torch.no_grad():
+                wrong = (logits.argmax(1) != yb).sum()
+                loss_acc += loss.detach()
+                wrong_acc += wrong
+            state["acc"][2] += 1
+            if state["warming"]:
+                _warmup_step(state, 100.0 * wrong.item() / cfg.batch_size, it)
+            for cb in callbacks:
+                cb.on_step(it, lr)
+            evaluating = it % cfg.eval_every == 0 or it == cfg.iterations
+            checkpointing = it % checkpoint_every == 0 or it == cfg.iterations
+            stopping = stop_after is not None and it - resumed_from >= stop_after
+            # Host sums at fixed iterations, so a resumed run adds in the same order.
+            if it % DIVERGENCE_CHECK == 0 or evaluating or checkpointing or stopping:
+                state["acc"][0] += loss_acc.item()
+                state["acc"][1] += wrong_acc.item() / cfg.batch_size
+                loss_acc.zero_()
+                wrong_acc.zero_()
+                if not math.isfinite(state["acc"][0]):
+                    status, error = "diverged", f"non-finite training loss by iteration {it}"
+                    break
+            if evaluating:
+                run_eval(it, lr)
+            state["iteration"] = it
+            if checkpoint_path and checkpointing:
+                state["wall"] = time.perf_counter() - t0
+                save_checkpoint(checkpoint_path, _checkpoint(cfg, seed, model, opt, state))
+            if stopping and it < cfg.iterations:
+                status = "stopped"
+                break
+    state["iteration"] = it
+    result = _summarise(
+        cfg, seed, state, specs, status, error, time.perf_counter() - t0, resumed_from
+    )
+    for cb in callbacks:
+        cb.on_end(result)
+    return result
+
+
+def _warmup_step(state: dict[str, Any], batch_error: float, it: int) -> None:
+    """Paper warm-up: leave lr 0.01 once the training error, averaged over the last
+    WARMUP_WINDOW iterations, is below WARMUP_ERROR."""
+    window = (state["window"] + [batch_error])[-WARMUP_WINDOW:]
+    state["window"] = window
+    if len(window) == WARMUP_WINDOW and sum(window) / WARMUP_WINDOW < WARMUP_ERROR:
+        state["warming"], state["warmup_end"] = False, it
+
+
+def _checkpoint(cfg: RunConfig, seed: int, model: nn.Module, opt, state) -> dict[str, Any]:
+    return {
+        "config": cfg.to_dict(),
+        "config_hash": cfg.config_hash,
+        "train_hash": cfg.train_hash,
+        "seed": seed,
+        "model": model.state_dict(),
+        "optimizer": opt.state_dict(),
+        "state": state,
+    }
+
+
+def _empty_curves() -> dict[str, list[float]]:
+    return {
+        "iteration": [],
+        "lr": [],
+        "train_error": [],
+        "train_loss": [],
+        "test_error": [],
+        "test_loss": [],
+    }
+
+
+def _finals(curves: dict[str, list[float]], key: str) -> dict[str, Any]:
+    errs = curves.get(f"{key}test_error", [])
+    if not errs:
+        return {"final_test_error": math.nan, "best_test_error": math.nan, "best_iteration": -1}
+    best = min(range(len(errs)), key=lambda i: (errs[i], i))
+    return {
+        "final_test_error": errs[-1],
+        "best_test_error": errs[best],
+        "best_iteration": int(curves["iteration"][best]),
+    }
+
+
+def _summarise(cfg, seed, state, specs, status, error, wall, resumed_from) -> TrainResult:
+    curves = state["curves"]
+    evals = {}
+    for spec in specs[1:]:
+        key = f"{spec.config_hash}:"
+        evals[spec.config_hash] = {
+            "config": spec.to_dict(),
+            "test_error": curves.get(f"{key}test_error", []),
+            "test_loss": curves.get(f"{key}test_loss", []),
+            **_finals(curves, key),
+        }
+    main_curves = {k: v for k, v in curves.items() if ":" not in k}
+    finals = (
+        _finals(curves, "")
+        if status != "diverged"
+        else {"final_test_error": math.nan, "best_test_error": math.nan, "best_iteration": -1}
+    )
+    train_errs = curves.get("train_error", [])
+    return TrainResult(
+        run_id=cfg.run_id(seed),
+        seed=seed,
+        config=cfg.to_dict(),
+        status=status,
+        curves=main_curves,
+        final_train_error=train_errs[-1] if train_errs else math.nan,
+        wall_seconds=wall,
+        iterations_done=state["iteration"],
+        resumed_from=resumed_from,
+        warmup_end=state["warmup_end"],
+        evals=evals,
+        error=error,
+        **finals,
+    )
+
+
+def config_of(result: TrainResult | dict[str, Any]) -> RunConfig:
+    d = result.config if isinstance(result, TrainResult) else result["config"]
+    return from_dict(d)
