@@ -298,14 +298,11 @@ def train(
     checkpoint_every: int = 1000,
     callbacks: Sequence[Callback] = (),
     eval_variants: Sequence[RunConfig] = (),
-    stop_after: int | None = None,
 ) -> TrainResult:
     """Train `cfg` with `seed`; resume from `checkpoint_path` when it exists.
 
     eval_variants: configs that differ from `cfg` only in EVAL_FIELDS; each is evaluated
     at every evaluation of this run and reported in `result.evals[config_hash]`.
-    stop_after: return after this many iterations (status "stopped"), as a kill would,
-    leaving the checkpoint to resume from.
     """
     ex = exec_options or ExecOptions()
     if ex.num_threads:
@@ -412,8 +409,10 @@ def train(
         cb.on_start(cfg, seed, resumed_from)
     t0 = time.perf_counter() - state["wall"]
     it, status, error, lr = state["iteration"], "finished", None, cfg.lr
-    loss_acc = torch.zeros((), device=dev)  # summed on the device: no sync per step
-    wrong_acc = torch.zeros((), device=dev)
+    # Summed on the device (no sync per step); a checkpoint saves the partial sums, so a
+    # resumed run adds in exactly the order of one never interrupted.
+    loss_acc = torch.tensor(state.get("pending", [0.0, 0.0])[0], device=dev)
+    wrong_acc = torch.tensor(state.get("pending", [0.0, 0.0])[1], device=dev)
     model.train()
     with precision_flags(cfg):
         while it < cfg.iterations:
@@ -439,9 +438,7 @@ def train(
                 cb.on_step(it, lr)
             evaluating = it % cfg.eval_every == 0 or it == cfg.iterations
             checkpointing = it % checkpoint_every == 0 or it == cfg.iterations
-            stopping = stop_after is not None and it - resumed_from >= stop_after
-            # Host sums at fixed iterations, so a resumed run adds in the same order.
-            if it % DIVERGENCE_CHECK == 0 or evaluating or checkpointing or stopping:
+            if it % DIVERGENCE_CHECK == 0 or evaluating:
                 state["acc"][0] += loss_acc.item()
                 state["acc"][1] += wrong_acc.item() / cfg.batch_size
                 loss_acc.zero_()
@@ -454,10 +451,8 @@ def train(
             state["iteration"] = it
             if checkpoint_path and checkpointing:
                 state["wall"] = time.perf_counter() - t0
+                state["pending"] = [loss_acc.item(), wrong_acc.item()]
                 save_checkpoint(checkpoint_path, _checkpoint(cfg, seed, model, opt, state))
-            if stopping and it < cfg.iterations:
-                status = "stopped"
-                break
     state["iteration"] = it
     result = _summarise(
         cfg, seed, state, specs, status, error, time.perf_counter() - t0, resumed_from
