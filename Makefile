@@ -4,6 +4,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 DATASET ?= cifar10
 OUT ?= runs
+WANDB ?= auto
 STAMP := $(VENV)/.installed
 
 .PHONY: setup test lint demo clean
@@ -12,7 +13,6 @@ setup: $(STAMP)
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install --quiet --upgrade pip
 	$(PY) -m pip install --quiet -e '.[dev,postgres,dashboard]'
 	touch $(STAMP)
 
@@ -23,8 +23,12 @@ lint: $(STAMP)
 test: lint
 	$(PY) -m pytest -q
 
+# The main job on a CPU-sized budget: crop ablation, 2 seeds, ResNet-20, smoke budget,
+# then its statistics and the write-up.
 demo: $(STAMP)
-	$(PY) -m studies.demo --dataset $(DATASET) --out $(OUT)
+	$(PY) -m studies.run crop_ablation --seeds 2 --depths 20 --budget smoke \
+		--dataset $(DATASET) --out $(OUT) --wandb $(WANDB)
+	$(PY) -m studies.analyze crop_ablation --out $(OUT)
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache

@@ -85,7 +85,7 @@ class RunConfig:
     # Paper: 50k train (the 45k/5k split chose the 64k stop). 45000 holds out the last 5k.
     train_size: int = 50000
     # 0: the whole split. N > 0: the first N training images and the first
-    # max(N // 4, 512) test images; only the smoke budget uses it.
+    # max(N // 4, 128) test images; only the smoke budget uses it.
     subset: int = 0
     # "cifar10": the paper. "fashion_mnist": real data for CPU-sized runs. "synthetic":
     # deterministic CIFAR-shaped data for tests and demos.
@@ -244,7 +244,7 @@ BUDGETS: dict[str, dict[str, Any]] = {
     "paper": {"scale": 1.0},  # 64k iterations, lr drops at 32k and 48k.
     "short": {"scale": 0.25},  # 16k iterations, drops at 8k and 12k.
     # A CPU-sized run (~15 s for ResNet-20 on 2 cores): 150 iterations of batch 32 on the
-    # first 2,048 training images, tested on 512 (max(N // 4, 512)), evaluated every 50 iterations.
+    # first 2,048 training images, tested on 512 (max(N // 4, 128)), evaluated every 50 iterations.
     "smoke": {"iterations": 150, "batch_size": 32, "subset": 2048, "eval_every": 50},
 }
 

@@ -21,7 +21,7 @@ the paper's 45k/5k split. For a training set of another size the two values keep
 meaning: 50000 = "all training images" and 45000 = "hold out the last 5,000, or the last
 10% when the training set has fewer than 50,000 images" (Fashion-MNIST: 55,000 + 5,000).
 RunConfig.subset > 0 keeps the first `subset` training images and the first
-max(subset // 4, 512) test (and validation) images; only the smoke budget uses it.
+max(subset // 4, 128) test (and validation) images; only the smoke budget uses it.
 
 `normalization_stats` computes the mean/std of the normalisation modes of
 RunConfig.normalize from the training split only.
@@ -163,7 +163,7 @@ def load_dataset(
     train_size: 50000 (all training images) or 45000 (hold out the last 5,000, or the last
     10% of a training set smaller than 50,000, as val_x/val_y).
     subset: 0, or keep the first `subset` training images and the first
-    max(subset // 4, 512) test and validation images.
+    max(subset // 4, 128) test and validation images.
     download: CIFAR-10 only; fetch the archive when the files are missing.
     """
     if name not in DATASETS:
@@ -262,7 +262,7 @@ def holdout_size(n_train: int) -> int:
 
 def eval_subset_size(subset: int) -> int:
     """Test (and validation) images kept by RunConfig.subset = `subset` > 0."""
-    return max(subset // 4, 512)
+    return max(subset // 4, 128)
 
 
 def _split(

@@ -1,10 +1,18 @@
 """Start workers on SLURM through submitit: a job array of `studies.worker` processes.
 
 `python -m studies.run STUDY --launcher slurm --workers N --storage postgresql://...`
-submits N workers as one job array. Each worker joins the study through the shared
-storage, so any number of arrays (or workers started by hand) can serve one study. On
-preemption or the time limit, submitit's checkpointing requeues the job: the worker's
-running cell is re-queued by the heartbeat and resumed from its checkpoint file.
+submits N workers as one job array (submitit, https://github.com/facebookincubator/submitit).
+Each worker joins the study through the shared storage, so any number of arrays (or
+workers started by hand) can serve one study.
+
+Preemption and the time limit: SLURM signals the job (USR2, 90 s ahead); submitit calls
+`WorkerJob.checkpoint`, which gives the running cell back to the queue at once
+(`Worker.release`) and returns the job to resubmit; submitit requeues it. The next worker
+to take the cell resumes it from its checkpoint file (<out>/<study>/checkpoints/). Should
+a worker die without the signal, the heartbeat re-queues its cell after the grace period.
+
+The hidden option `--cluster local` runs the array as local processes (submitit's local
+executor), `--cluster debug` in this process: both for tests.
 """
 
 from __future__ import annotations
@@ -12,39 +20,55 @@ from __future__ import annotations
 import argparse
 import sys
 from pathlib import Path
+from typing import Any
 
 from studies import store
+
+MAX_TIMEOUTS = 20  # requeues of one worker job at its time limit (submitit's default: 3)
 
 
 def add_slurm_args(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("SLURM (with --launcher slurm)")
-    g.add_argument("--partition", default=None)
-    g.add_argument("--account", default=None)
-    g.add_argument("--time-limit", type=int, default=24 * 60, help="minutes per job")
-    g.add_argument("--gpus-per-worker", type=int, default=1)
-    g.add_argument("--cpus-per-worker", type=int, default=8)
-    g.add_argument("--mem-gb", type=int, default=32)
+    g.add_argument("--partition", default=None, help="SLURM partition (default: the cluster's)")
+    g.add_argument("--account", default=None, help="SLURM account to charge")
+    g.add_argument("--time-limit", type=int, default=24 * 60, help="minutes per job (1440)")
+    g.add_argument("--gpus-per-worker", type=int, default=1, help="GPUs per worker (1)")
+    g.add_argument("--cpus-per-worker", type=int, default=8, help="CPU cores per worker (8)")
+    g.add_argument("--mem-gb", type=int, default=32, help="memory per worker in GB (32)")
     g.add_argument("--slurm-folder", default=None, help="logs (default: OUT/STUDY/slurm)")
+    # submitit cluster override: "local" runs the array as local processes, "debug" in
+    # this process (tests); default: SLURM when sbatch exists.
     g.add_argument(
-        "--cluster", default=None, help=argparse.SUPPRESS
-    )  # submitit cluster override ("local" runs the array as local processes: tests)
+        "--cluster", default=None, choices=["slurm", "local", "debug"], help=argparse.SUPPRESS
+    )
 
 
 class WorkerJob:
-    """A picklable, checkpointable submitit job: run a worker until the queue is empty."""
+    """A picklable, checkpointable submitit job: run a worker until the queue is empty.
 
-    def __init__(self, argv: list[str]) -> None:
-        self.argv = argv
+    Called with the worker's command line (`studies.worker` arguments). submitit calls
+    `checkpoint` with the same arguments on preemption or at the time limit."""
 
-    def __call__(self) -> int:
+    def __init__(self) -> None:
+        self._worker: Any = None  # the running studies.worker.Worker (never pickled)
+
+    def __call__(self, argv: list[str]) -> int:
         from studies.worker import main
 
-        return main(self.argv)
+        def keep(worker: Any) -> None:
+            self._worker = worker
 
-    def checkpoint(self):  # called by submitit on preemption / time limit
+        return main(argv, on_worker=keep)
+
+    def checkpoint(self, argv: list[str]) -> Any:
         import submitit
 
-        return submitit.helpers.DelayedSubmission(WorkerJob(self.argv))
+        if self._worker is not None:
+            self._worker.release()  # the running cell back to the queue now
+        return submitit.helpers.DelayedSubmission(WorkerJob(), argv)
+
+    def __getstate__(self) -> dict[str, Any]:
+        return {"_worker": None}
 
 
 def worker_argv(args: argparse.Namespace, url: str, threads: int | None) -> list[str]:
@@ -54,7 +78,7 @@ def worker_argv(args: argparse.Namespace, url: str, threads: int | None) -> list
     if threads:
         argv += ["--threads", str(threads)]
     if args.data_dir:
-        argv += ["--data-dir", args.data_dir]
+        argv += ["--data-dir", str(Path(args.data_dir).resolve())]
     if args.checkpoint_every:
         argv += ["--checkpoint-every", str(args.checkpoint_every)]
     if args.deterministic:
@@ -62,39 +86,69 @@ def worker_argv(args: argparse.Namespace, url: str, threads: int | None) -> list
     return argv
 
 
+def executor_parameters(args: argparse.Namespace, cluster: str) -> dict[str, Any]:
+    """submitit parameters: generic ones, and SLURM's where the cluster is SLURM."""
+    params: dict[str, Any] = dict(timeout_min=args.time_limit, name=f"resnet-repro-{args.study}")
+    if cluster == "slurm":
+        params.update(
+            slurm_partition=args.partition,
+            slurm_account=args.account,
+            slurm_array_parallelism=args.workers,
+            gpus_per_node=args.gpus_per_worker or None,  # 0: a CPU partition, no GPU flag
+            cpus_per_task=args.cpus_per_worker,
+            mem_gb=args.mem_gb,
+            tasks_per_node=1,
+            nodes=1,
+        )
+    return {k: v for k, v in params.items() if v is not None}
+
+
 def submit_slurm(args: argparse.Namespace, url: str) -> int:
+    """Submit args.workers workers as one array; on the local/debug clusters wait for
+    them. Returns the exit status for `studies.run`."""
     import submitit
 
-    if url.startswith("sqlite") and args.cluster != "local":
+    if args.workers < 1:
+        print(f"error: --workers {args.workers}: allowed values are integers >= 1", file=sys.stderr)
+        return 2
+    cluster = args.cluster or "slurm"  # submitit would fall back to local processes
+    if url.startswith("sqlite") and cluster not in ("local", "debug"):
         print(
             f"warning: {store.redact(url)} is a SQLite file: workers on other nodes need a "
             "shared filesystem that supports locking; prefer --storage postgresql://...",
             file=sys.stderr,
         )
-    folder = Path(args.slurm_folder or Path(args.out) / args.study / "slurm")
-    executor = submitit.AutoExecutor(folder=folder, cluster=args.cluster)
-    params = dict(timeout_min=args.time_limit, slurm_array_parallelism=args.workers)
-    if executor.cluster == "slurm":
-        params.update(
-            slurm_partition=args.partition,
-            slurm_account=args.account,
-            gpus_per_node=args.gpus_per_worker,
-            cpus_per_task=args.cpus_per_worker,
-            mem_gb=args.mem_gb,
-            slurm_job_name=f"resnet-repro-{args.study}",
+    folder = Path(args.slurm_folder or Path(args.out) / args.study / "slurm").resolve()
+    try:
+        # A worker array may outlive many time limits: requeue each job up to MAX_TIMEOUTS.
+        executor = submitit.AutoExecutor(
+            folder=folder, cluster=cluster, slurm_max_num_timeout=MAX_TIMEOUTS
         )
-        params = {k: v for k, v in params.items() if v is not None}
-    executor.update_parameters(**params)
+        executor.update_parameters(**executor_parameters(args, executor.cluster))
+    except (RuntimeError, ValueError) as e:  # e.g. no sbatch on this machine
+        print(f"error: cannot submit to SLURM: {store.scrub(str(e), url)}", file=sys.stderr)
+        return 2
     threads = args.threads or (args.cpus_per_worker if executor.cluster == "slurm" else 1)
-    jobs = executor.map_array(
-        lambda job: job(), [WorkerJob(worker_argv(args, url, threads)) for _ in range(args.workers)]
-    )
+    argv = worker_argv(args, url, threads)
+    jobs = executor.map_array(WorkerJob(), [argv] * args.workers)
+    array_id = jobs[0].job_id.split("_")[0] if jobs else "-"
     print(
-        f"submitted {len(jobs)} workers ({executor.cluster}) as job "
-        f"{jobs[0].job_id.split('_')[0] if jobs else '-'}; logs in {folder}",
+        f"submitted {len(jobs)} workers ({executor.cluster}) as job {array_id}; "
+        f"logs in {folder}\n"
+        f"watch: optuna-dashboard {store.redact(store.driver_url(url))}\n"
+        f"more workers: python -m studies.worker {args.study} --storage URL --out {args.out}",
         flush=True,
     )
-    if executor.cluster in ("local", "debug"):
-        codes = [j.result() for j in jobs]
-        return 0 if all(c == 0 for c in codes) else 1
-    return 0
+    if executor.cluster not in ("local", "debug"):
+        return 0
+    codes = []
+    for job in jobs:
+        try:
+            codes.append(job.result())
+        except Exception as e:  # noqa: BLE001 - submitit re-raises the worker's failure
+            print(
+                f"worker job {job.job_id} failed: {store.scrub(str(e), url)[-2000:]}",
+                file=sys.stderr,
+            )
+            codes.append(1)
+    return 0 if all(c == 0 for c in codes) else 1

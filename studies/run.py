@@ -144,11 +144,15 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     url = args.storage or store.default_storage(args.out, study.name)
     Path(args.out, study.name).mkdir(parents=True, exist_ok=True)
-    storage = store.open_storage(url)
-    st = store.create_or_load(storage, study.name)
-    st.set_user_attr("question", study.question)
-    requeued = store.requeue_dead_local(st)
-    added = store.enqueue(st, cells, args.budget)
+    try:
+        storage = store.open_storage(url)
+        st = store.create_or_load(storage, study.name)
+        st.set_user_attr("question", study.question)
+        requeued = store.requeue_dead_local(st)
+        added = store.enqueue(st, cells, args.budget)
+    except Exception as e:  # noqa: BLE001 - an unreachable storage: say so, no traceback
+        print(f"error: storage {store.redact(url)}: {store.scrub(str(e), url)}", file=sys.stderr)
+        return 2
     keys = {c.key for c in cells}
     counts = store.progress(st, keys)
     print(
@@ -163,7 +167,7 @@ def main(argv: list[str] | None = None) -> int:
         return submit_slurm(args, url)
     t0 = time.time()
     if args.workers <= 1:
-        worker = Worker(study.name, url, **worker_kwargs(args, mode, args.threads))
+        worker = Worker(study.name, url, storage=storage, **worker_kwargs(args, mode, args.threads))
         bar = StudyProgress(study.name, len(keys), counts["done"])
         _run_with_progress(worker, st, keys, bar)
     else:
@@ -207,7 +211,8 @@ def _run_processes(args, url: str, st, keys: set[str], mode: str) -> None:
     for i in range(k):
         device = f"cuda:{i % gpus}" if gpus else args.device
         threads = args.threads or (max(1, cores // k) if not gpus else None)
-        cmd = [sys.executable, "-m", "studies.worker", args.study, "--storage", url]
+        # The URL goes through the environment, so a password never shows in `ps`.
+        cmd = [sys.executable, "-m", "studies.worker", args.study]
         cmd += ["--out", args.out, "--device", device, "--wandb", mode]
         cmd += ["--compile", args.compile, "--wandb-project", args.wandb_project]
         if threads:
@@ -219,7 +224,7 @@ def _run_processes(args, url: str, st, keys: set[str], mode: str) -> None:
         if args.deterministic:
             cmd.append("--deterministic")
         log = open(logs / f"worker-{i}.log", "a")
-        env = dict(os.environ, OMP_NUM_THREADS=str(threads or 1))
+        env = dict(os.environ, OMP_NUM_THREADS=str(threads or 1), RESNET_REPRO_STORAGE=url)
         procs.append((subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env), log))
     bar = StudyProgress(args.study, len(keys), store.progress(st, keys)["done"])
     try:

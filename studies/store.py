@@ -10,6 +10,11 @@ final and best errors, status and environment as user attributes; checkpoints ar
 
 SQLite under the output directory by default; PostgreSQL (`postgresql://...`) for workers
 on several machines. Passwords in storage URLs are never printed (`redact`).
+
+Heartbeat timing: every HEARTBEAT_INTERVAL seconds a running trial records a heartbeat; a
+trial silent for GRACE_PERIOD seconds is failed and re-queued by the next worker that
+looks. The environment variables RESNET_REPRO_HEARTBEAT_INTERVAL and
+RESNET_REPRO_GRACE_PERIOD override both (tests use a few seconds).
 """
 
 from __future__ import annotations
@@ -18,6 +23,7 @@ import json
 import os
 import re
 import socket
+import time
 import warnings
 from collections.abc import Iterable
 from pathlib import Path
@@ -34,8 +40,14 @@ GRACE_PERIOD = 60  # a trial silent this long belongs to a dead worker
 MAX_RETRY = 5  # re-queues of one cell before it is left failed
 CELL = "cell"  # user attribute: the cell's key, set at enqueue time
 RESULT = "result"  # user attribute: the run's result (JSON)
+# User attribute: the number of the trial its host/pid attributes were set for. A re-queued
+# trial copies its predecessor's attributes; this tells a stale copy from a live claim.
+CLAIM = "claim"
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
+# Heartbeats and their retry callback are marked experimental in Optuna 5 but are the
+# supported way to re-queue the cells of dead workers.
+warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
 
 
 def default_storage(out: str | os.PathLike, study: str) -> str:
@@ -45,8 +57,63 @@ def default_storage(out: str | os.PathLike, study: str) -> str:
 
 
 def redact(url: str) -> str:
-    """The URL with any password replaced by ***."""
-    return re.sub(r"(://[^:/@]+:)([^@]*)(@)", r"\1***\3", url)
+    """The URL with any password replaced by ***: the one in the user info (everything up
+    to the last @, so an unescaped @ in a password is covered too) and a `password=` query
+    parameter (libpq accepts both)."""
+    url = re.sub(r"(://[^:/@]*:)(.*)(@[^@]*)$", r"\1***\3", url)
+    return re.sub(r"([?&]password=)[^&]*", r"\1***", url, flags=re.IGNORECASE)
+
+
+def scrub(text: str, url: str) -> str:
+    """`text` (an error message, a log line) with the URL and its password, raw or
+    percent-decoded, replaced by their redacted forms."""
+    from urllib.parse import unquote
+
+    text = text.replace(url, redact(url))
+    secrets = re.findall(r"://[^:/@]*:(.*)@[^@]*$", url)
+    secrets += re.findall(r"[?&]password=([^&]*)", url, flags=re.IGNORECASE)
+    for secret in secrets:
+        for form in {secret, unquote(secret)}:
+            if form:
+                text = text.replace(form, "***")
+    return text
+
+
+def heartbeat_settings() -> tuple[int, int]:
+    """(interval, grace period) in seconds: HEARTBEAT_INTERVAL and GRACE_PERIOD, or the
+    environment's RESNET_REPRO_HEARTBEAT_INTERVAL and RESNET_REPRO_GRACE_PERIOD."""
+    values = []
+    for name, default in (
+        ("HEARTBEAT_INTERVAL", HEARTBEAT_INTERVAL),
+        ("GRACE_PERIOD", GRACE_PERIOD),
+    ):
+        raw = os.environ.get(f"RESNET_REPRO_{name}", str(default))
+        try:
+            values.append(int(raw))
+        except ValueError:
+            raise ValueError(
+                f"RESNET_REPRO_{name}={raw!r}: allowed values are integers >= 1 (seconds)"
+            ) from None
+    interval, grace = values
+    if interval < 1 or grace <= interval:
+        raise ValueError(
+            f"heartbeat interval {interval} s and grace period {grace} s: allowed are an "
+            "interval >= 1 and a grace period longer than the interval"
+        )
+    return interval, grace
+
+
+def driver_url(url: str) -> str:
+    """`postgresql://` with the PostgreSQL driver that is installed: SQLAlchemy 2.1 reads
+    it as psycopg 3, the `postgres` extra installs psycopg2. Other URLs are unchanged."""
+    if not url.startswith(("postgresql://", "postgres://")):
+        return url
+    import importlib.util
+
+    for module, dialect in (("psycopg", "psycopg"), ("psycopg2", "psycopg2")):
+        if importlib.util.find_spec(module) is not None:
+            return f"postgresql+{dialect}://{url.split('://', 1)[1]}"
+    return url  # SQLAlchemy's own error names the missing module
 
 
 def open_storage(url: str, heartbeat: bool = True) -> RDBStorage:
@@ -56,18 +123,22 @@ def open_storage(url: str, heartbeat: bool = True) -> RDBStorage:
         kwargs["engine_kwargs"] = {"connect_args": {"timeout": 60}}
     else:
         kwargs["engine_kwargs"] = {"pool_pre_ping": True}
-    if heartbeat:
-        kwargs.update(
-            heartbeat_interval=HEARTBEAT_INTERVAL,
-            grace_period=GRACE_PERIOD,
-            heartbeat_stale_trial_callback=RetryHeartbeatStaleTrialCallback(max_retry=MAX_RETRY),
-        )
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        if heartbeat:
+            interval, grace = heartbeat_settings()
+            kwargs.update(
+                heartbeat_interval=interval,
+                grace_period=grace,
+                heartbeat_stale_trial_callback=RetryHeartbeatStaleTrialCallback(
+                    max_retry=MAX_RETRY
+                ),
+            )
         try:
-            return RDBStorage(url, **kwargs)
+            return RDBStorage(driver_url(url), **kwargs)
         except Exception as e:  # noqa: BLE001 - name the storage, hide the password
-            raise RuntimeError(f"cannot open storage {redact(url)}: {e}") from None
+            msg = scrub(f"cannot open storage {redact(url)}: {e}", url)
+            raise RuntimeError(msg) from None
 
 
 def create_or_load(storage: RDBStorage, name: str) -> optuna.Study:
@@ -121,26 +192,93 @@ def enqueue(study: optuna.Study, cells: Iterable[Cell], budget: str) -> int:
     return n
 
 
+def host_id() -> str:
+    """This machine and PID namespace: hostname, boot id and PID-namespace inode, so that
+    two containers sharing a hostname (e.g. with host networking) are told apart."""
+    parts = [socket.gethostname()]
+    for path in ("/proc/sys/kernel/random/boot_id", "/proc/self/ns/pid"):
+        try:
+            parts.append(
+                os.readlink(path) if path.endswith("pid") else Path(path).read_text().strip()
+            )
+        except OSError:
+            parts.append("?")
+    return "/".join(parts)
+
+
+def claim(trial: optuna.Trial) -> None:
+    """Record which process runs `trial` (user attributes host, host_id, pid, claim)."""
+    trial.set_user_attr("host", socket.gethostname())
+    trial.set_user_attr("host_id", host_id())
+    trial.set_user_attr("pid", os.getpid())
+    trial.set_user_attr(CLAIM, trial.number)
+
+
+def requeue(study: optuna.Study, trial_id: int) -> bool:
+    """Fail the RUNNING trial `trial_id` and re-queue its cell, as the heartbeat check does
+    after the grace period. False if it was no longer running (another process won)."""
+    storage = study._storage
+    try:
+        if not storage.set_trial_state_values(trial_id, state=TrialState.FAIL):
+            return False
+    except optuna.exceptions.UpdateFinishedTrialError:
+        return False  # another process got there first
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        callback = RetryHeartbeatStaleTrialCallback(max_retry=MAX_RETRY)
+    callback(study, storage.get_trial(trial_id))
+    return True
+
+
 def requeue_dead_local(study: optuna.Study) -> int:
     """Fail and re-queue RUNNING trials whose worker ran on this host and has died (a
-    killed local run need not wait for the heartbeat grace period). Returns the count."""
-    host = socket.gethostname()
+    killed local run need not wait for the heartbeat grace period). Returns the count.
+    Only trials claimed by their own number count: a re-queued copy carries its dead
+    predecessor's pid until a worker claims it."""
+    host, hid = socket.gethostname(), host_id()
     n = 0
-    storage = study._storage
-    callback = RetryHeartbeatStaleTrialCallback(max_retry=MAX_RETRY)
     for t in trials(study):
-        if t.state != TrialState.RUNNING or t.user_attrs.get("host") != host:
+        attrs = t.user_attrs
+        if t.state != TrialState.RUNNING or attrs.get("host") != host:
             continue
-        pid = t.user_attrs.get("pid")
+        if attrs.get(CLAIM, t.number) != t.number or attrs.get("host_id", hid) != hid:
+            continue
+        pid = attrs.get("pid")
         if pid is None or _alive(int(pid)):
             continue
-        try:
-            if storage.set_trial_state_values(t._trial_id, state=TrialState.FAIL):
-                callback(study, storage.get_trial(t._trial_id))
-                n += 1
-        except optuna.exceptions.UpdateFinishedTrialError:
-            pass  # another process got there first
+        n += requeue(study, t._trial_id)
     return n
+
+
+def recover(study: optuna.Study) -> int:
+    """Re-queue the cells of dead workers: local ones at once, others once their heartbeat
+    is older than the grace period. Returns the number re-queued locally."""
+    n = requeue_dead_local(study)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        optuna.storages.fail_stale_trials(study)
+    return n
+
+
+def wait_for_orphans(study: optuna.Study, own_trial: int | None = None) -> bool:
+    """Called by a worker whose queue is empty while other workers may still run cells:
+    keep re-queueing the cells of dead workers for up to one grace period (plus two
+    heartbeats), the longest a dead worker's trial can look alive. True as soon as a cell
+    is waiting (go and take it); False once no other cell trial is running or the wait is
+    over (the running ones have live workers). A worker that dies after that leaves its
+    cell RUNNING until the next worker or `studies.run` looks."""
+    interval, grace = heartbeat_settings()
+    deadline = time.monotonic() + grace + 2 * interval
+    while True:
+        recover(study)
+        states = [
+            t.state for t in trials(study) if cell_key(t) is not None and t.number != own_trial
+        ]
+        if TrialState.WAITING in states:
+            return True
+        if TrialState.RUNNING not in states or time.monotonic() > deadline:
+            return False
+        time.sleep(min(interval, 5))
 
 
 def _alive(pid: int) -> bool:

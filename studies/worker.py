@@ -1,9 +1,13 @@
 """A worker: takes cells from a study's queue and trains them until none is left.
 
-`python -m studies.worker STUDY --storage URL` joins a study from any machine. Each trial
-popped by `study.optimize` carries one cell; the worker trains it (resuming from its
-checkpoint when one exists), stores the result with the trial and moves on. A trial that
-carries no cell means the queue is empty: the worker prunes it and stops.
+`python -m studies.worker STUDY --storage URL` joins a study from any machine (the URL may
+also come from the environment variable RESNET_REPRO_STORAGE, which keeps a password out
+of process listings). Each trial popped by `study.optimize` carries one cell; the worker
+trains it (resuming from its checkpoint when one exists), stores the result with the
+trial and moves on. A trial that carries no cell means the queue is empty: the worker
+lingers while other workers' cells may be orphaned (re-queueing those of dead workers and
+taking them), then prunes that trial and stops. `Worker.release` gives the running cell
+back at once (SLURM preemption, see studies.launch).
 
 Eval-only variants (differing only in `EVAL_FIELDS`, e.g. bn_eval) share one training: the
 first of them to run trains with every sibling as an `eval_variant` and stores all their
@@ -25,12 +29,14 @@ import socket
 import subprocess
 import sys
 import time
+import traceback
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import optuna
 import torch
+from optuna.storages import RDBStorage
 from optuna.trial import TrialState
 
 from resnet_repro.config import from_dict
@@ -96,6 +102,7 @@ class Worker:
         study_name: str,
         storage_url: str,
         *,
+        storage: RDBStorage | None = None,  # an open storage to reuse (same URL)
         out: str | os.PathLike = "runs",
         device: str = "auto",
         threads: int | None = None,
@@ -108,7 +115,8 @@ class Worker:
         show_progress: bool = True,
     ) -> None:
         self.study_name = study_name
-        self.storage = store.open_storage(storage_url)
+        self.storage_url = storage_url
+        self.storage = storage or store.open_storage(storage_url)
         self.study = store.load(self.storage, study_name)
         self.dir = Path(out) / study_name
         self.exec = ExecOptions(
@@ -123,6 +131,7 @@ class Worker:
         self.show_progress = show_progress
         self.env = environment(self.exec.device, deterministic)
         self.cells_run = 0
+        self.current_trial_id: int | None = None  # the trial of the cell being trained
         self.on_cell_done: Callable[[], None] | None = None  # e.g. a study progress bar
 
     def run(self) -> int:
@@ -139,20 +148,24 @@ class Worker:
         key = trial.user_attrs.get(store.CELL)
         if key is None:  # sampled, not enqueued: the queue is empty
             trial.set_user_attr("empty_queue", True)
+            if store.wait_for_orphans(self.study, trial.number):
+                raise optuna.TrialPruned("a dead worker's cell was re-queued: take it")
             self.study.stop()
             raise optuna.TrialPruned("no enqueued cell left")
         if key in store.finished(self.study):  # finished by another trial meanwhile
             trial.set_user_attr("duplicate", True)
             raise optuna.TrialPruned(f"cell {key} already finished")
-        trial.set_user_attr("host", socket.gethostname())
-        trial.set_user_attr("pid", os.getpid())
+        store.claim(trial)
         attrs = trial.user_attrs
         cfg = from_dict(json.loads(attrs["config"]))
+        self.current_trial_id = trial._trial_id
         try:
             result = self.run_cell(trial, cfg, attrs)
         except Exception as e:
             trial.set_user_attr("error", f"{type(e).__name__}: {e}"[:2000])
             raise
+        finally:
+            self.current_trial_id = None
         trial.set_user_attr(store.RESULT, json.dumps(result))
         self.cells_run += 1
         if self.on_cell_done is not None:
@@ -160,6 +173,22 @@ class Worker:
         if result["status"] == "diverged":
             return math.inf
         return float(result["final_test_error"])
+
+    def release(self) -> bool:
+        """Give the running cell back to the queue now: fail its trial and re-queue it, as
+        the heartbeat check would after the grace period; its checkpoint stays for the
+        next worker. For preemption (a signal handler may call this mid-training, so a
+        fresh connection is used). True if a cell was given back."""
+        trial_id = self.current_trial_id
+        if trial_id is None:
+            return False
+        try:
+            storage = store.open_storage(self.storage_url, heartbeat=False)
+            return store.requeue(store.load(storage, self.study_name), trial_id)
+        except Exception as e:  # noqa: BLE001 - the heartbeat re-queues it later anyway
+            msg = store.scrub(f"{type(e).__name__}: {e}", self.storage_url)
+            print(f"worker {os.getpid()}: could not release trial {trial_id}: {msg}", flush=True)
+            return False
 
     def siblings(self, train_id: str) -> dict[str, dict[str, Any]]:
         """Configs (by config_hash) of every cell in the study sharing this training."""
@@ -277,37 +306,72 @@ def add_worker_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--checkpoint-every", type=int, default=None, help="iterations (default: eval)")
 
 
-def main(argv: list[str] | None = None) -> int:
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(
         prog="python -m studies.worker", description="Join a study and train its cells."
     )
     p.add_argument("study")
-    p.add_argument("--storage", default=None, help="Optuna storage URL (default: SQLite)")
+    p.add_argument(
+        "--storage",
+        default=None,
+        help="Optuna storage URL (default: $RESNET_REPRO_STORAGE, else SQLite under --out)",
+    )
     add_worker_args(p)
-    args = p.parse_args(argv)
+    return p.parse_args(argv)
+
+
+def storage_url(args: argparse.Namespace) -> str:
+    return (
+        args.storage
+        or os.environ.get("RESNET_REPRO_STORAGE")
+        or store.default_storage(args.out, args.study)
+    )
+
+
+def make_worker(args: argparse.Namespace) -> Worker:
     from studies.tracking import resolve_mode
 
-    url = args.storage or store.default_storage(args.out, args.study)
+    return Worker(
+        args.study,
+        storage_url(args),
+        out=args.out,
+        device=args.device,
+        threads=args.threads,
+        compile=args.compile,
+        deterministic=args.deterministic,
+        data_dir=args.data_dir,
+        wandb_mode=resolve_mode(args.wandb),
+        wandb_project=args.wandb_project,
+        checkpoint_every=args.checkpoint_every,
+        show_progress=sys.stderr.isatty(),
+    )
+
+
+def main(argv: list[str] | None = None, on_worker: Callable[[Worker], None] | None = None) -> int:
+    """Run a worker until the queue is empty. `on_worker` receives the worker before it
+    starts (studies.launch keeps it to release the running cell on preemption)."""
+    args = parse_args(argv)
+    url = storage_url(args)
     t0 = time.time()
     try:
-        worker = Worker(
-            args.study,
-            url,
-            out=args.out,
-            device=args.device,
-            threads=args.threads,
-            compile=args.compile,
-            deterministic=args.deterministic,
-            data_dir=args.data_dir,
-            wandb_mode=resolve_mode(args.wandb),
-            wandb_project=args.wandb_project,
-            checkpoint_every=args.checkpoint_every,
-            show_progress=sys.stderr.isatty(),
+        worker = make_worker(args)
+    except KeyError:  # optuna.load_study: "Record does not exist."
+        print(
+            f"error: no study {args.study!r} in {store.redact(url)}: create and fill it with "
+            f"`python -m studies.run {args.study} --storage URL ...` first",
+            file=sys.stderr,
         )
-    except (ValueError, RuntimeError, KeyError) as e:
-        print(f"error: {e}", file=sys.stderr)
         return 2
-    n = worker.run()
+    except (ValueError, RuntimeError) as e:
+        print(f"error: {store.scrub(str(e), url)}", file=sys.stderr)
+        return 2
+    if on_worker is not None:
+        on_worker(worker)
+    try:
+        n = worker.run()
+    except Exception:  # noqa: BLE001 - print it without the storage password
+        print(store.scrub(traceback.format_exc(), url), file=sys.stderr, flush=True)
+        return 1
     print(f"worker {os.getpid()}: ran {n} cells in {time.time() - t0:.0f} s", flush=True)
     return 0
 

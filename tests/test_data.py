@@ -154,7 +154,7 @@ def test_cifar10_train_size_holdout_and_subset(fake_cifar: Path) -> None:
     assert torch.equal(held.test_x, full.test_x)
     sub = data.load_dataset("cifar10", fake_cifar, train_size=45000, subset=30)
     assert torch.equal(sub.train_x, full.train_x[:30])
-    # max(30 // 4, 512) = 512 exceeds the fake's splits: all 20 test and 10 val images.
+    # max(30 // 4, 128) = 128 exceeds the fake's splits: all 20 test and 10 val images.
     assert len(sub.test_x) == PER_BATCH and len(sub.val_x) == 10
     # The directory itself is accepted as data_dir too.
     same = data.load_dataset("cifar10", fake_cifar / "cifar-10-batches-py")
@@ -165,7 +165,7 @@ def test_holdout_rule_matches_the_paper_split() -> None:
     assert data.holdout_size(50000) == 5000  # CIFAR-10: 45k/5k
     assert data.holdout_size(60000) == 5000  # Fashion-MNIST: 55k/5k
     assert data.holdout_size(12000) == 1200
-    assert data.eval_subset_size(2560) == 640 and data.eval_subset_size(100) == 512
+    assert data.eval_subset_size(2560) == 640 and data.eval_subset_size(100) == 128
 
 
 def test_cifar10_truncated_batch_names_file_and_says_redownload(
@@ -396,8 +396,8 @@ def test_load_for_config_uses_dataset_train_size_and_subset() -> None:
     assert d.name == "synthetic"
     assert torch.equal(d.train_x, full.train_x[:1000])
     # 50,000 synthetic training images: the paper's split holds out the last 5,000.
-    assert torch.equal(d.val_x, full.train_x[45000:45512])
-    assert torch.equal(d.test_x, full.test_x[:512]) and len(d.test_y) == 512
+    assert torch.equal(d.val_x, full.train_x[45000:45250])
+    assert torch.equal(d.test_x, full.test_x[:250]) and len(d.test_y) == 250
     d2 = data.load_for_config(cfg.replace(subset=2560, train_size=50000))
     assert len(d2.train_x) == 2560 and len(d2.test_x) == 640 and d2.val_x is None
 
