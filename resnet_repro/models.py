@@ -23,6 +23,9 @@ dicts load directly. Models are also registered with timm as `cifar_resnet{depth
 from __future__ import annotations
 
 import contextlib
+import importlib.abc
+import importlib.util
+import sys
 from collections.abc import Iterator
 
 import torch
@@ -244,42 +247,45 @@ def _timm_entry(arch: str, depth: int):
     return entry
 
 
-TIMM_NAMES: list[str] = []
+TIMM_MODELS: dict[str, tuple[str, int]] = {
+    f"cifar_{arch}{depth}": (arch, depth) for arch in ("resnet", "plain") for depth in PAPER_DEPTHS
+}
+TIMM_NAMES: list[str] = list(TIMM_MODELS)
 
 
-def _register_timm() -> None:
+def register_timm_models() -> None:
+    """Register every `cifar_{resnet,plain}{depth}` entry point with timm (idempotent)."""
     from timm.models import register_model
     from timm.models._registry import _model_entrypoints
 
-    for arch in ("resnet", "plain"):
-        for depth in PAPER_DEPTHS:
-            name = f"cifar_{arch}{depth}"
-            TIMM_NAMES.append(name)
-            if name in _model_entrypoints:
-                continue  # module re-imported: keep the first registration
-            globals()[name] = register_model(_timm_entry(arch, depth))
+    for name, (arch, depth) in TIMM_MODELS.items():
+        if name in _model_entrypoints:
+            continue  # registered already (timm replaces silently: never twice)
+        globals()[name] = register_model(_timm_entry(arch, depth))
 
 
-_register_timm()
+class _RegisterWhenTimmLoads(importlib.abc.MetaPathFinder):
+    """Importing timm costs seconds (it imports torchvision.models); workers never need
+    it. So the entry points are registered the moment anything imports timm."""
+
+    def find_spec(self, name, path, target=None):  # noqa: ANN001 - importlib protocol
+        if name != "timm":
+            return None
+        sys.meta_path.remove(self)
+        spec = importlib.util.find_spec("timm")
+        if spec is None or spec.loader is None:
+            return spec
+        exec_module = spec.loader.exec_module
+
+        def exec_and_register(module) -> None:  # noqa: ANN001
+            exec_module(module)
+            register_timm_models()
+
+        spec.loader.exec_module = exec_and_register  # type: ignore[method-assign]
+        return spec
 
 
-def forward_macs(cfg: RunConfig, image_size: int = 32) -> int:
-    """Multiply-accumulates of one forward pass of one image through convs and the linear
-    layer (40.6M for ResNet-20; REFERENCE.md). A training step costs about 3x this."""
-    model = build_model(cfg.replace(bn_eval="running"))
-    total = 0
-
-    def hook(mod: nn.Module, inputs: tuple[Tensor, ...], out: Tensor) -> None:
-        nonlocal total
-        if isinstance(mod, nn.Conv2d):
-            k = mod.kernel_size[0] * mod.kernel_size[1]
-            total += out.numel() * (mod.in_channels // mod.groups) * k
-        elif isinstance(mod, nn.Linear):
-            total += mod.in_features * mod.out_features
-
-    handles = [m.register_forward_hook(hook) for m in model.modules()]
-    with torch.no_grad():
-        model.eval()(torch.zeros(1, 3, image_size, image_size))
-    for h in handles:
-        h.remove()
-    return total
+if "timm" in sys.modules:
+    register_timm_models()
+elif not any(isinstance(f, _RegisterWhenTimmLoads) for f in sys.meta_path):
+    sys.meta_path.insert(0, _RegisterWhenTimmLoads())

@@ -185,3 +185,19 @@ def test_bn_split_model_trains_with_per_half_statistics():
     x = torch.randn(8, 3, 32, 32)
     assert not torch.allclose(m1(x), m2(x), atol=1e-4)
     assert all(bn.splits == 2 for bn in m2.modules() if isinstance(bn, GhostBatchNorm2d))
+
+
+def test_timm_entry_points_register_when_timm_is_imported_later():
+    import subprocess
+    import sys
+
+    code = (
+        "import sys, resnet_repro.models\n"
+        "assert 'timm' not in sys.modules  # workers never pay for importing timm\n"
+        "import timm\n"
+        "m = timm.create_model('cifar_plain32', bn_momentum=0.01)\n"
+        "print(m.cfg.arch, m.cfg.depth, m.cfg.bn_momentum)\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.split() == ["plain", "32", "0.01"]
