@@ -201,3 +201,11 @@ def test_timm_entry_points_register_when_timm_is_imported_later():
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stderr
     assert out.stdout.split() == ["plain", "32", "0.01"]
+
+
+def test_forward_macs_match_the_reference_figures():
+    from resnet_repro.models import forward_macs
+    from resnet_repro.reference import FORWARD_MACS
+
+    for depth, macs in FORWARD_MACS.items():
+        assert forward_macs(RunConfig(depth=depth)) == pytest.approx(macs, rel=2e-3)
