@@ -223,6 +223,28 @@ def recompute_bn_statistics(model: nn.Module, batches: Iterator[Tensor]) -> int:
     return seen
 
 
+def forward_macs(cfg: RunConfig, image_size: int = 32) -> int:
+    """Multiply-accumulates of one forward pass of one image through convs and the linear
+    layer (40.6M for ResNet-20; REFERENCE.md). A training step costs about 3x this."""
+    model = build_model(cfg.replace(bn_eval="running"))
+    total = 0
+
+    def hook(mod: nn.Module, inputs: tuple[Tensor, ...], out: Tensor) -> None:
+        nonlocal total
+        if isinstance(mod, nn.Conv2d):
+            k = mod.kernel_size[0] * mod.kernel_size[1]
+            total += out.numel() * (mod.in_channels // mod.groups) * k
+        elif isinstance(mod, nn.Linear):
+            total += mod.in_features * mod.out_features
+
+    handles = [m.register_forward_hook(hook) for m in model.modules()]
+    with torch.no_grad():
+        model.eval()(torch.zeros(1, 3, image_size, image_size))
+    for h in handles:
+        h.remove()
+    return total
+
+
 # ---------------------------------------------------------------------------------------
 # timm registration: timm.create_model("cifar_resnet56", shortcut="B").
 _TIMM_IGNORED = ("pretrained", "pretrained_cfg", "pretrained_cfg_overlay", "cache_dir")
