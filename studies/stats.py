@@ -610,6 +610,13 @@ def seeds_needed(
     es = abs(diff) / sd
     analysis = TTestPower() if paired else TTestIndPower()
     key = "nobs" if paired else "nobs1"
+
+    def reaches(n: float) -> bool:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            got = analysis.power(effect_size=es, alpha=alpha, **{key: n})
+        return bool(got >= power)
+
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         try:
@@ -617,15 +624,14 @@ def seeds_needed(
         except (ValueError, RuntimeError):
             nobs = NAN
     if np.isfinite(nobs):
-        return float(max(2, math.ceil(nobs)))
+        n = max(2, math.ceil(nobs))
+        # For large effects the root finder can stop off the root (paired d_z = 6.34: it
+        # returns 2.0, where 2 seeds give power 0.52): keep its answer only if the power
+        # curve agrees that n is the smallest integer reaching the power.
+        if reaches(n) and (n == 2 or not reaches(n - 1)):
+            return float(n)
 
-    # The root finder fails for very large or very small effects: search the power curve.
-    def reaches(n: float) -> bool:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            got = analysis.power(effect_size=es, alpha=alpha, **{key: n})
-        return bool(got >= power)
-
+    # The root finder failed (very large or very small effects): search the power curve.
     lo, hi = 1, 2
     while not reaches(hi):
         lo, hi = hi, hi * 2
