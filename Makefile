@@ -4,7 +4,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 DATASET ?= cifar10
 OUT ?= runs
-WANDB ?= auto
+WANDB ?= disabled
 STAMP := $(VENV)/.installed
 
 .PHONY: setup test lint demo clean
@@ -29,6 +29,7 @@ demo: $(STAMP)
 	$(PY) -m studies.run crop_ablation --seeds 2 --depths 20 --budget smoke \
 		--dataset $(DATASET) --out $(OUT) --wandb $(WANDB)
 	$(PY) -m studies.analyze crop_ablation --out $(OUT)
+	$(PY) -m studies.paper crop_ablation --out $(OUT)
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache

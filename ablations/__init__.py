@@ -66,8 +66,7 @@ class Study:
         the caller's overrides (`--set`, `--dataset`)."""
         if variant not in self.variants:
             raise ValueError(
-                f"study {self.name!r} has no variant {variant!r}: "
-                f"allowed are {list(self.variants)}"
+                f"study {self.name!r} has no variant {variant!r}: allowed are {list(self.variants)}"
             )
         cfg = self.base.replace(**self.variants[variant], depth=depth)
         cfg = cfg.replace(**self.depth_overrides.get(depth, {}))

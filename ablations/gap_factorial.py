@@ -41,8 +41,7 @@ VARIANTS = {
 STUDY = register(
     Study(
         name="gap_factorial",
-        question="How much of the gap does each suspected cause explain, and do they "
-        "interact?",
+        question="How much of the gap does each suspected cause explain, and do they interact?",
         hypothesis="Crop padding and BN evaluation explain most of the gap; two-way "
         "interactions are small.",
         source="The causes named by the public reproduction's author and common "

@@ -6,8 +6,7 @@ STUDY = register(
     Study(
         name="stem_pool_ablation",
         question="Does pooling after the first layer change test error?",
-        hypothesis="A 3x3/2 max-pool after the stem quarters every feature map and raises "
-        "error.",
+        hypothesis="A 3x3/2 max-pool after the stem quarters every feature map and raises error.",
         source="The public reproduction's author suspected pooling after the first layer; "
         "the paper's CIFAR nets have none (sec. 4.2).",
         variants={

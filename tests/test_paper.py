@@ -1,0 +1,263 @@
+"""Tests for studies.paper: macro names and escaping (known answers), generation from a real
+tiny study (stem_pool_ablation, depth 8, synthetic data, 2 seeds, 10 iterations), the
+finding sentences following changed results, re-analysis of stale analyses, the PDF (its
+text holds the generated numbers) and the errors without LaTeX or on a LaTeX error."""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import subprocess
+import time
+from pathlib import Path
+
+import pandas as pd
+import pytest
+from conftest import require_or_skip
+
+import ablations
+from studies import paper as P
+
+REPO = Path(__file__).resolve().parents[1]
+STUDY = "stem_pool_ablation"
+SMOKE = ["--seeds", "2", "--depths", "8", "--budget", "smoke", "--dataset", "synthetic"]
+SMOKE += ["--wandb", "disabled", "--threads", "1"]
+SMOKE += ["--set", "iterations=10", "--set", "milestones=5,8", "--set", "eval_every=5"]
+HAVE_LATEX = P.latex_available()
+LATEX_REASON = f"latexmk/pdflatex not installed (apt-get install {' '.join(P.DEBIAN_PACKAGES)})"
+
+
+def _quiet(_: str) -> None:
+    pass
+
+
+@pytest.fixture(scope="module")
+def smoke_out(tmp_path_factory) -> Path:
+    """A real tiny study trained with studies.run (shared by the tests of this module)."""
+    from studies import run
+
+    out = tmp_path_factory.mktemp("paper_runs")
+    assert run.main([STUDY, *SMOKE, "--out", str(out)]) == 0
+    return out
+
+
+def _paper_dir(root: Path) -> Path:
+    root.mkdir(parents=True, exist_ok=True)
+    for name in ("main.tex", "refs.bib"):
+        shutil.copy(REPO / "paper" / name, root / name)
+    return root
+
+
+@pytest.fixture(scope="module")
+def generated(smoke_out, tmp_path_factory) -> P.Generated:
+    paper_dir = _paper_dir(tmp_path_factory.mktemp("paper"))
+    return P.generate([STUDY], out=smoke_out, paper_dir=paper_dir, log=_quiet)
+
+
+# ------------------------------------------------------------------------ known answers
+
+
+@pytest.mark.parametrize(
+    "parts, name",
+    [
+        (("crop_ablation", "pad_black", "D", 20, "Mean"), "CropAblationPadBlackDTwentyMean"),
+        (("bn_momentum_ablation", "m0.001"), "BnMomentumAblationMZeroPointZeroZeroOne"),
+        (("split_ablation", "train45k", "D", 110), "SplitAblationTrainFortyFiveKDOneHundredTen"),
+        (("x", 1202), "XOneThousandTwoHundredTwo"),
+    ],
+)
+def test_macro_name(parts, name):
+    assert P.macro_name(*parts) == name
+
+
+def test_macro_names_of_the_catalog_are_letters_only_and_unique():
+    m = P.Macros()
+    for study in ablations.all_studies().values():
+        for variant in study.variants:
+            for depth in (*study.depths, 8):
+                m.add((study.name, variant, "D", depth, "Mean"), "1.00")
+    assert all(name.isalpha() for name in m.values)
+    with pytest.raises(ValueError, match="defined twice"):
+        m.add(("crop_ablation", "pad_zero", "D", 20, "Mean"), "2.00")
+
+
+def test_number_words_and_formats():
+    assert [P.number_words(n) for n in (0, 8, 20, 56, 110)] == [
+        "Zero",
+        "Eight",
+        "Twenty",
+        "FiftySix",
+        "OneHundredTen",
+    ]
+    assert (P.num(8.7549), P.signed(-0.5), P.pval(0.0004), P.pval(0.04321)) == (
+        "8.75",
+        "-0.50",
+        "$<$0.001",
+        "0.043",
+    )
+    assert P.num(float("nan")) == "--" and P.ci(1, float("nan")) == "--"
+
+
+def test_tex_escape():
+    assert P.tex_escape("pad_black") == r"pad\_black"
+    assert P.tex_escape("5% & $x #1 {a} ~^\\") == (
+        r"5\% \& \$x \#1 \{a\} \textasciitilde{}\textasciicircum{}\textbackslash{}"
+    )
+    assert P.tex_escape("a -> b ± c") == r"a $\to$ b $\pm$ c"
+
+
+def test_write_atomic_leaves_no_temporary_files(tmp_path):
+    target = tmp_path / "d" / "f.tex"
+    P.write_atomic(target, "one")
+    P.write_atomic(target, "two")
+    assert target.read_text() == "two"
+    assert [p.name for p in target.parent.iterdir()] == ["f.tex"]
+
+
+# --------------------------------------------------------------------------- generation
+
+
+def test_generated_sources(generated, smoke_out):
+    root = generated.directory
+    for rel in ("numbers.tex", "studies.tex", "gap.tex", "intro.tex", "protocol.tex"):
+        assert (root / rel).stat().st_size > 0, rel
+    for rel in ("summary.tex", "tests.tex", "findings.tex", "forest.pdf", "edf.pdf"):
+        assert (root / STUDY / rel).stat().st_size > 0, rel
+    numbers = (root / "numbers.tex").read_text()
+    names = re.findall(r"\\newcommand\{\\([^}]*)\}", numbers)
+    assert names and all(n.isalpha() for n in names)
+    summary = pd.read_csv(smoke_out / STUDY / "analysis" / "summary.csv")
+    for r in summary.itertuples():
+        key = P.macro_name(STUDY, r.variant, "D", r.depth)
+        assert f"\\newcommand{{\\{key}Mean}}{{{r.mean:.2f}}}" in numbers
+        assert f"\\newcommand{{\\{key}N}}{{{r.n}}}" in numbers
+    studies = (root / "studies.tex").read_text()
+    assert studies.count(r"\subsection{") == len(ablations.all_studies())
+    assert rf"\input{{generated/{STUDY}/summary.tex}}" in studies
+    # Other studies: one generated line each; variant names escaped.
+    assert "Not included in this build" in studies and r"no\_pool" in studies
+    assert "No results yet" in (root / "gap.tex").read_text()
+    findings = (root / STUDY / "findings.tex").read_text()
+    assert "after Holm correction" in findings and "seed pairs" in findings
+
+
+def test_pdf_holds_the_generated_numbers(generated, smoke_out):
+    require_or_skip(HAVE_LATEX, LATEX_REASON)
+    require_or_skip(shutil.which("pdftotext") is not None, "pdftotext (poppler-utils) missing")
+    paper_dir = generated.directory.parent
+    pdf = P.build(paper_dir)
+    text = subprocess.run(
+        ["pdftotext", "-layout", str(pdf), "-"], capture_output=True, text=True, check=True
+    ).stdout
+    summary = pd.read_csv(smoke_out / STUDY / "analysis" / "summary.csv")
+    for r in summary.itertuples():
+        assert f"{r.mean:.2f}" in text, r.variant
+    pool = summary[summary["variant"] == "pool"].iloc[0]
+    assert f"{pool['diff_vs_baseline']:+.2f}" in text
+    assert re.search(r"n = 2\b", text)
+    # "stem_pool_ablation": underscores extract as spaces with OT1 fonts (no lmodern).
+    assert re.search(r"stem.pool.ablation", text) and "Holm" in text
+    log = (paper_dir / "build" / "main.log").read_text(errors="replace")
+    assert "Undefined control sequence" not in log and "Citation" not in log
+
+
+def _rewrite(out: Path, **changes) -> None:
+    """Set columns of the rows of summary.csv (variant -> {column: value})."""
+    path = out / STUDY / "analysis" / "summary.csv"
+    s = pd.read_csv(path)
+    for variant, cols in changes.items():
+        for col, value in cols.items():
+            s[col] = s[col].astype(object)
+            s.loc[s["variant"] == variant, col] = value
+    s.to_csv(path, index=False)
+
+
+def test_findings_follow_the_results(smoke_out, tmp_path):
+    out = tmp_path / "runs"
+    shutil.copytree(smoke_out / STUDY / "analysis", out / STUDY / "analysis")
+    paper_dir = _paper_dir(tmp_path / "paper")
+    stale = paper_dir / "generated" / "old_study" / "summary.tex"
+    P.write_atomic(stale, "from an earlier build")
+
+    def findings() -> tuple[str, str]:
+        gen = P.generate([STUDY], out=out, paper_dir=paper_dir, log=_quiet)
+        root = gen.directory
+        return (root / STUDY / "findings.tex").read_text(), (root / "numbers.tex").read_text()
+
+    _rewrite(out, pool=dict(diff_vs_baseline=3.5, p_vs_baseline_holm=0.0004))
+    text, numbers = findings()
+    assert not stale.exists()  # files of an earlier build are removed
+    assert "the difference is significant after Holm correction" in text
+    assert "raises the final test error" in text
+    assert r"\newcommand{\StemPoolAblationPoolDEightDiff}{+3.50}" in numbers
+    assert "the one comparison with the baseline" in text
+
+    _rewrite(out, pool=dict(diff_vs_baseline=-0.4, p_vs_baseline_holm=0.62))
+    text, numbers = findings()
+    assert "the difference is not significant after Holm correction" in text
+    assert "raises" not in text and "the one comparison" in text
+    assert r"\newcommand{\StemPoolAblationPoolDEightPHolm}{0.620}" in numbers
+
+    # The baseline against the paper: TOST decides the equivalence sentence.
+    paper = dict(paper_error=8.75, p_vs_paper=0.8, diff_vs_paper=0.1, test_vs_paper="one_sample_t")
+    _rewrite(out, no_pool=dict(paper, tost_p=0.01, equivalent=True))
+    text, _ = findings()
+    assert "it is equivalent to the paper within $\\pm0.3$ points" in text
+    assert "does not differ significantly" in text
+    _rewrite(out, no_pool=dict(paper, tost_p=0.4, equivalent=False, p_vs_paper=0.001))
+    text, _ = findings()
+    assert "equivalence with the paper within $\\pm0.3$ points is not shown" in text
+    assert "differs significantly from zero" in text
+
+
+def test_stale_analysis_is_rerun(tmp_path, monkeypatch):
+    from studies import analyze as A
+
+    calls = []
+
+    def fake_analyze(name, out, **kw):
+        calls.append(name)
+        d = Path(out) / name / "analysis"
+        d.mkdir(parents=True, exist_ok=True)
+        (d / "summary.csv").write_text("variant,depth,n\n")
+        return type("R", (), {"counts": {"included": 0}, "directory": d})()
+
+    monkeypatch.setattr(A, "analyze", fake_analyze)
+    study_dir = tmp_path / STUDY
+    study_dir.mkdir()
+    db = study_dir / "study.db"
+    db.write_bytes(b"")
+    assert P.ensure_analysis(STUDY, tmp_path, log=_quiet) is not None  # missing: analysed
+    assert calls == [STUDY]
+    now = time.time()
+    os.utime(study_dir / "analysis" / "summary.csv", (now, now))
+    os.utime(db, (now - 100, now - 100))
+    P.ensure_analysis(STUDY, tmp_path, log=_quiet)  # up to date: not analysed
+    assert calls == [STUDY]
+    os.utime(db, (now + 100, now + 100))
+    P.ensure_analysis(STUDY, tmp_path, log=_quiet)  # the store changed: analysed again
+    assert calls == [STUDY, STUDY]
+
+
+def test_cli_without_latex_names_the_packages(smoke_out, tmp_path, monkeypatch, capsys):
+    monkeypatch.setattr(P.shutil, "which", lambda name: None)
+    paper_dir = _paper_dir(tmp_path / "paper")
+    out = str(smoke_out)
+    assert P.main([STUDY, "--out", out, "--paper-dir", str(paper_dir)]) == 3
+    err = capsys.readouterr().err
+    for pkg in P.DEBIAN_PACKAGES:
+        assert pkg in err
+    assert (paper_dir / "generated" / "numbers.tex").is_file()  # sources still written
+    assert P.main(["no_such_study", "--out", out, "--paper-dir", str(paper_dir)]) == 2
+
+
+def test_latex_error_shows_the_log_lines(tmp_path):
+    require_or_skip(HAVE_LATEX, LATEX_REASON)
+    (tmp_path / "main.tex").write_text(
+        "\\documentclass{article}\n\\begin{document}\nfine\n\\NoSuchMacro\n\\end{document}\n"
+    )
+    with pytest.raises(P.LatexBuildError) as e:
+        P.build(tmp_path)
+    assert "Undefined control sequence" in str(e.value)
+    assert "l.4" in str(e.value)
