@@ -13,7 +13,7 @@ setup: $(STAMP)
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install --quiet -e '.[dev,postgres,dashboard]'
+	$(PY) -m pip install --quiet --no-compile -e '.[dev,postgres,dashboard]'
 	touch $(STAMP)
 
 lint: $(STAMP)

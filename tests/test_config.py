@@ -141,6 +141,7 @@ def test_budgets_scale_iterations_and_milestones_together():
     assert smoke.iterations == BUDGETS["smoke"]["iterations"] < 1000
     assert [m / smoke.iterations for m in smoke.milestones] == pytest.approx([0.5, 0.75], abs=0.01)
     assert smoke.subset > 0
+    assert smoke.lr / smoke.batch_size == pytest.approx(0.1 / 128)  # linear scaling rule
     with pytest.raises(ValueError, match="budget='huge'.*'paper', 'short', 'smoke'"):
         apply_budget(RunConfig(), "huge")
 
