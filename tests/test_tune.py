@@ -28,12 +28,12 @@ class _NoTestSplit:
     def __getattr__(self, name: str):
         return getattr(self._ds, name)
 
-    @property
-    def test_x(self) -> torch.Tensor:
+    def _refuse(self) -> torch.Tensor:
         self.touched = True
         raise AssertionError("the tuner touched the test split")
 
-    test_y = test_x
+    test_x = property(_refuse)
+    test_y = property(_refuse)
 
 
 def test_paper_configuration_maps_to_the_paper_milestones():
