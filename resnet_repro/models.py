@@ -177,6 +177,16 @@ def build_model(cfg: RunConfig, num_classes: int = 10, seed: int | None = None) 
         return CifarResNet(cfg, num_classes)
 
 
+# RunConfig fields that shape the network's modules; the others set its initial weights
+# (init) or do not touch it at all.
+STRUCTURE_FIELDS = ("arch", "depth", "shortcut", "stem_pool", "bn_momentum", "bn_eval", "bn_split")
+
+
+def structure_key(cfg: RunConfig, num_classes: int = 10) -> tuple:
+    """Equal for configs whose networks have the same modules, buffers and forward."""
+    return (*(getattr(cfg, f) for f in STRUCTURE_FIELDS), num_classes)
+
+
 def count_parameters(model: nn.Module) -> int:
     return sum(p.numel() for p in model.parameters())
 

@@ -47,32 +47,37 @@ from __future__ import annotations
 import math
 import os
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+import resnet_repro.train as train_module
 from resnet_repro.config import RunConfig
 from resnet_repro.data import Dataset, load_for_config, normalization_stats
-from resnet_repro.models import BasicBlock, CifarResNet, ShortcutA, build_model
+from resnet_repro.models import BasicBlock, CifarResNet, ShortcutA, build_model, structure_key
 from resnet_repro.train import (
     DIVERGENCE_CHECK,
-    PRECISE_BN_BATCHES,
     BatchStream,
     Callback,
+    Evaluator,
     ExecOptions,
     TrainResult,
-    _empty_curves,
-    _epoch_seed,
-    _summarise,
-    _warmup_step,
     autocast,
-    evaluate,
+    checkpoint_state,
+    eval_specs,
     learning_rate,
+    make_optimizer,
+    new_state,
     param_groups,
     precision_flags,
+    prepare_model,
+    resume_from,
+    save_checkpoint,
+    summarise,
+    warmup_step,
 )
 
 LAYOUTS = ("grouped", "loop")
@@ -318,6 +323,82 @@ def packed_losses(logits: Tensor, y: Tensor) -> Tensor:
 
 
 # ---------------------------------------------------------------------------------------
+# per-seed optimiser state: what a lone run's optimiser would hold
+
+
+def seed_optimizer(opt: torch.optim.SGD, net: nn.Module, k: int, cfg: RunConfig) -> torch.optim.SGD:
+    """A lone `make_optimizer(net, cfg)` holding seed k's part of the packed `opt` (the
+    same momentum tensors, not copies): its `state_dict()` is what a lone run saves."""
+    lone = make_optimizer(net, cfg)
+    groups = [g for g in opt.param_groups if g["seed_index"] == k]
+    for lone_group, group in zip(lone.param_groups, groups):
+        lone_group["lr"] = group["lr"]
+    for p in net.parameters():
+        if p in opt.state:
+            lone.state[p] = opt.state[p]
+    return lone
+
+
+def load_seed_optimizer(
+    opt: torch.optim.SGD, net: nn.Module, cfg: RunConfig, state_dict: dict[str, Any]
+) -> None:
+    """Load a lone optimiser's state dict (e.g. from `train.train`'s checkpoint) into the
+    packed `opt` for the parameters of `net`."""
+    lone = make_optimizer(net, cfg)
+    lone.load_state_dict(state_dict)
+    for p in net.parameters():
+        if p in lone.state:
+            opt.state[p] = lone.state[p]
+
+
+# ---------------------------------------------------------------------------------------
+# networks: compiled once per process, as train.prepare_model does for lone runs
+
+_COMPILED_PACKS: dict[tuple[Any, ...], tuple[list[CifarResNet], PackedNet, nn.Module]] = {}
+
+
+def prepare_pack(
+    cfg: RunConfig,
+    seeds: Sequence[int],
+    num_classes: int,
+    dev: torch.device,
+    fmt: torch.memory_format,
+    compile_mode: str,
+    layout: str,
+) -> tuple[PackedNet, nn.Module, list[nn.Module]]:
+    """(packed network, its module to train through, each seed's module to train alone
+    through). Seed k's network is `build_model(cfg, seed=seeds[k])`. "loop": each slot's
+    network comes from `train.prepare_model` (compiled once per process per slot);
+    "grouped": the packed network is compiled once per process per structure and K."""
+    if layout == "loop":
+        pairs = [
+            prepare_model(cfg, num_classes, s, dev, fmt, compile_mode, slot=k)
+            for k, s in enumerate(seeds)
+        ]
+        packed = pack_models([p[0] for p in pairs], "loop")
+        return packed, packed, [p[1] for p in pairs]
+    fresh = [build_model(cfg.replace(bn_eval="running"), num_classes, seed=s) for s in seeds]
+    if compile_mode == "off":
+        packed = pack_models([f.to(dev, memory_format=fmt) for f in fresh], "grouped")
+        return packed, packed, list(packed.nets)
+    key = (structure_key(fresh[0].cfg, num_classes), len(seeds), str(dev), str(fmt), compile_mode)
+    if key not in _COMPILED_PACKS:
+        packed = pack_models([f.to(dev, memory_format=fmt) for f in fresh], "grouped")
+        mode = None if compile_mode == "default" else compile_mode
+        _COMPILED_PACKS[key] = (
+            list(packed.nets),
+            packed,
+            train_module.compile_fn(packed, mode=mode),
+        )
+    nets, packed, compiled = _COMPILED_PACKS[key]
+    for net, f in zip(nets, fresh):
+        net.load_state_dict(f.state_dict())  # in place: the packed buffers' views stay
+        net.cfg = f.cfg
+    packed.cfg = fresh[0].cfg
+    return packed, compiled, list(nets)
+
+
+# ---------------------------------------------------------------------------------------
 # training
 
 
@@ -332,6 +413,8 @@ def train_packed(
     eval_variants: Sequence[RunConfig] = (),
     layout: str | None = None,
     models_out: list[nn.Module] | None = None,
+    checkpoint_paths: Sequence[str | os.PathLike | None] | None = None,
+    checkpoint_every: int = 1000,
 ) -> list[TrainResult]:
     """Train `cfg` once per seed, all seeds at once; result k is what `train.train(cfg,
     seeds[k], ...)` returns: same data order, augmentation, initialisation, learning rates
@@ -340,194 +423,162 @@ def train_packed(
     callbacks_per_seed: one sequence of callbacks per seed (hooks as in `train.train`).
     layout: "grouped" or "loop" (see the module docstring); None: grouped on CUDA, loop
     elsewhere. A seed that diverges stops (status "diverged") while the others go on.
-    wall_seconds of each result is its share of the packed run: elapsed time / K.
+    checkpoint_paths: one path (or None) per seed. Seed k resumes from its checkpoint and
+    writes it every `checkpoint_every` iterations in `train.train`'s format, so a packed
+    run resumes a lone one and the other way round. Seeds resumed at different iterations
+    catch up one by one (each alone) before they step together.
+    wall_seconds: each seed's share of the time of the steps it took part in.
     models_out: if given, receives the K trained networks (seed k's lone-network form;
-    their BN buffers are views of packed storage: `unpack_state_dicts` copies them out).
-    No checkpoints: a packed run that is killed starts again from scratch.
+    in the grouped layout their BN buffers are views of packed storage:
+    `unpack_state_dicts` copies them out).
     """
     seeds = list(seeds)
     if not seeds or len(set(seeds)) != len(seeds):
         raise ValueError(f"seeds={seeds!r}: need at least one seed, without repeats")
     kk = len(seeds)
     cbs = [list(c) for c in callbacks_per_seed] if callbacks_per_seed else [[] for _ in seeds]
-    if len(cbs) != kk:
-        raise ValueError(f"callbacks_per_seed has {len(cbs)} entries for {kk} seeds")
+    paths = list(checkpoint_paths) if checkpoint_paths is not None else [None] * kk
+    for name, given in (("callbacks_per_seed", cbs), ("checkpoint_paths", paths)):
+        if len(given) != kk:
+            raise ValueError(f"{name} has {len(given)} entries for {kk} seeds")
     ex = exec_options or ExecOptions()
-    if ex.num_threads:
-        torch.set_num_threads(ex.num_threads)
-    dev = torch.device(ex.device)
-    if dev.type == "cuda" and ex.deterministic:
-        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
-        torch.use_deterministic_algorithms(True)
-    fmt = (
-        torch.channels_last
-        if (ex.channels_last or (ex.channels_last is None and dev.type == "cuda"))
-        else torch.contiguous_format
-    )
-    for v in eval_variants:
-        if v.train_hash != cfg.train_hash:
-            raise ValueError(
-                f"eval variant {v.config_hash[:10]} differs from the run in training fields"
-            )
+    dev, fmt = ex.setup()
+    layout = layout or ("grouped" if dev.type == "cuda" else "loop")
+    if layout not in LAYOUTS:
+        raise ValueError(f"layout={layout!r}: allowed values are {LAYOUTS}")
+    specs = eval_specs(cfg, eval_variants)
     data = data or load_for_config(cfg, data_dir)
     mean, std = normalization_stats(data.train_x, cfg.normalize)
     train_x, train_y = data.train_x.to(dev), data.train_y.to(dev)
-    test_x, test_y = data.test_x.to(dev), data.test_y.to(dev)
+    test = (data.test_x.to(dev), data.test_y.to(dev))
     streams = [BatchStream(train_x, train_y, cfg, s, mean, std, fmt) for s in seeds]
-
-    # As train.train: the networks keep running statistics whatever bn_eval says.
-    nets = [
-        build_model(cfg.replace(bn_eval="running"), data.num_classes, seed=s).to(
-            dev, memory_format=fmt
-        )
-        for s in seeds
-    ]
-    packed = pack_models(nets, layout or ("grouped" if dev.type == "cuda" else "loop"))
-    opt = make_packed_optimizer(packed, cfg)
-    compile_ = (
-        (lambda m: torch.compile(m, mode=None if ex.compile == "default" else ex.compile))
-        if ex.compile != "off"
-        else (lambda m: m)
+    evaluators = [Evaluator(cfg, s, specs, (train_x, train_y), test, mean, std, fmt) for s in seeds]
+    packed, step_packed, step_nets = prepare_pack(
+        cfg, seeds, data.num_classes, dev, fmt, ex.compile, layout
     )
-    step_model = compile_(packed) if packed.layout == "grouped" else packed
-    step_nets = [compile_(net) for net in nets] if packed.layout == "loop" else nets
-    specs = [cfg, *[v for v in eval_variants if v.config_hash != cfg.config_hash]]
-    states = [
-        {
-            "iteration": 0,
-            "curves": _empty_curves(),
-            "warming": cfg.warmup == "paper",
-            "warmup_end": None,
-            "window": [],
-            "acc": [0.0, 0.0, 0],
-            "wall": 0.0,
-        }
-        for _ in seeds
-    ]
-    results: list[TrainResult | None] = [None] * kk
-    active = list(range(kk))
+    nets = list(packed.nets)
+    opt = make_packed_optimizer(packed, cfg)
+    states = []
+    for k, s in enumerate(seeds):
+        state = new_state(cfg)
+        if (ck := resume_from(paths[k], cfg, s, dev)) is not None:
+            nets[k].load_state_dict(ck["model"])
+            load_seed_optimizer(opt, nets[k], cfg, ck["optimizer"])
+            state = ck["state"]
+        states.append(state)
+    resumed = [st["iteration"] for st in states]
+    its = list(resumed)
     for k, s in enumerate(seeds):
         for cb in cbs[k]:
-            cb.on_start(cfg, s, 0)
+            cb.on_start(cfg, s, resumed[k])
+    results: list[TrainResult | None] = [None] * kk
 
     def finish(k: int, status: str, error: str | None) -> None:
-        states[k]["iteration"] = it
-        wall = (time.perf_counter() - t0) / kk
-        results[k] = _summarise(cfg, seeds[k], states[k], specs, status, error, wall, 0)
+        states[k]["iteration"] = its[k]
+        wall = states[k]["wall"]
+        results[k] = summarise(cfg, seeds[k], states[k], specs, status, error, wall, resumed[k])
         for cb in cbs[k]:
             cb.on_end(results[k])
 
-    def precise_batches(k: int) -> Iterator[Tensor]:
-        # As train.train: a stream of its own, PRECISE_BN_BATCHES batches at most one epoch.
-        pstream = BatchStream(
-            train_x, train_y, cfg, _epoch_seed(seeds[k], 0, "precise"), mean, std, fmt
-        )
-        n = min(PRECISE_BN_BATCHES, max(1, pstream.n // cfg.batch_size))
-        return (pstream.batch(i)[0] for i in range(n))
-
-    def run_eval(k: int, it: int, lr: float) -> None:
-        # train.train's run_eval on seed k's network (nets[k] is the lone network).
-        state = states[k]
-        acc = state["acc"]
-        rec = {
-            "iteration": it,
-            "lr": lr,
-            "train_error": 100.0 * acc[1] / acc[2] if acc[2] else math.nan,
-            "train_loss": acc[0] / acc[2] if acc[2] else math.nan,
-        }
-        state["acc"] = [0.0, 0.0, 0]
-        for spec in specs:
-            order = None
-            if spec.eval_shuffle:
-                g = torch.Generator().manual_seed(_epoch_seed(seeds[k], 0, "eval_order"))
-                order = torch.randperm(test_x.shape[0], generator=g)
-            err, loss = evaluate(
-                nets[k],
-                test_x,
-                test_y,
-                mean=mean,
-                std=std,
-                bn_eval=spec.bn_eval,
-                batch_size=spec.eval_batch_size,
-                order=order,
-                precise_batches=lambda: precise_batches(k),
-                cfg=cfg,
-                memory_format=fmt,
-            )
-            key = "" if spec is cfg else f"{spec.config_hash}:"
-            rec[f"{key}test_error"], rec[f"{key}test_loss"] = err, loss
-        for name, v in rec.items():
-            state["curves"].setdefault(name, []).append(v)
-        for cb in cbs[k]:
-            cb.on_eval(it, rec)
-
-    t0 = time.perf_counter()
-    it = 0
+    # Summed on the device per seed, flushed at each seed's own iterations (as train.train).
+    pending = [st.get("pending", [0.0, 0.0]) for st in states]
+    loss_acc = torch.tensor([p[0] for p in pending], device=dev)
+    wrong_acc = torch.tensor([p[1] for p in pending], device=dev)
     lrs = [cfg.lr] * kk
-    loss_acc = torch.zeros(kk, device=dev)  # per seed, summed on the device
-    wrong_acc = torch.zeros(kk, device=dev)
+    active = [k for k in range(kk) if its[k] < cfg.iterations]
+    for k in set(range(kk)) - set(active):  # resumed from the checkpoint of a finished run
+        finish(k, "finished", None)
     packed.train()
+    last = time.perf_counter()
     with precision_flags(cfg):
-        while it < cfg.iterations and active:
-            lrs = [learning_rate(cfg, it, st["warming"]) for st in states]
+        while active:
+            low = min(its[k] for k in active)
+            stepping = [k for k in active if its[k] == low]  # seeds behind catch up first
+            for k in stepping:
+                lrs[k] = learning_rate(cfg, its[k], states[k]["warming"])
             for group in opt.param_groups:
                 group["lr"] = lrs[group["seed_index"]]
-            batches = [st.batch(it) for st in streams]
-            yb = torch.stack([b[1] for b in batches])  # (K, B)
+            batches = {k: streams[k].batch(its[k]) for k in stepping}
             opt.zero_grad(set_to_none=True)
-            if packed.layout == "grouped":
-                xb = pack_inputs([b[0] for b in batches]).contiguous(memory_format=fmt)
+            losses = torch.zeros(kk, device=dev)
+            wrong = torch.zeros(kk, dtype=torch.int64, device=dev)
+            if layout == "grouped" and len(stepping) == len(active):
+                # Every seed of the pack in one forward; a diverged seed rides along with
+                # any batch and no gradient, and stays as it was.
+                x0, y0 = batches[stepping[0]]
+                xs = [batches[k][0] if k in batches else torch.zeros_like(x0) for k in range(kk)]
+                yb = torch.stack([batches[k][1] if k in batches else y0 for k in range(kk)])
                 with autocast(cfg, dev):
-                    logits = step_model(xb)  # (K, B, classes)
-                losses = packed_losses(logits.float(), yb)  # (K,)
-                (losses if len(active) == kk else losses[active]).sum().backward()
-                for k in set(range(kk)) - set(active):  # a diverged seed stays as it was
+                    logits = step_packed(pack_inputs(xs).contiguous(memory_format=fmt))
+                all_losses = packed_losses(logits.float(), yb)  # (K,)
+                (all_losses if len(active) == kk else all_losses[active]).sum().backward()
+                for k in set(range(kk)) - set(active):
                     for p in nets[k].parameters():
                         p.grad = None
                 with torch.no_grad():
-                    wrong = (logits.argmax(2) != yb).sum(1)  # (K,)
-            else:  # one seed after the other: a lone run's activation memory, its kernels
-                losses = torch.zeros(kk, device=dev)
-                wrong = torch.zeros(kk, dtype=torch.int64, device=dev)
-                for k in active:
+                    losses[active] = all_losses.detach()[active]
+                    wrong[active] = (logits.argmax(2) != yb).sum(1)[active]
+            else:  # one seed after the other: a lone run's kernels and activation memory
+                for k in stepping:
+                    xb, yb_k = batches[k]
                     with autocast(cfg, dev):
-                        logits_k = step_nets[k](batches[k][0])
-                    loss_k = F.cross_entropy(logits_k.float(), yb[k])
+                        logits_k = step_nets[k](xb)
+                    loss_k = F.cross_entropy(logits_k.float(), yb_k)
                     loss_k.backward()
                     with torch.no_grad():
                         losses[k] = loss_k.detach()
-                        wrong[k] = (logits_k.argmax(1) != yb[k]).sum()
+                        wrong[k] = (logits_k.argmax(1) != yb_k).sum()
             opt.step()
-            it += 1
             with torch.no_grad():
-                loss_acc += losses.detach()
+                loss_acc += losses
                 wrong_acc += wrong
-            for k in active:
+            flush, evaluating = [], []
+            for k in stepping:
+                its[k] += 1
                 st = states[k]
                 st["acc"][2] += 1
                 if st["warming"]:
-                    _warmup_step(st, 100.0 * wrong[k].item() / cfg.batch_size, it)
+                    warmup_step(st, 100.0 * wrong[k].item() / cfg.batch_size, its[k])
                 for cb in cbs[k]:
-                    cb.on_step(it, lrs[k])
-            evaluating = it % cfg.eval_every == 0 or it == cfg.iterations
-            if it % DIVERGENCE_CHECK == 0 or evaluating:
+                    cb.on_step(its[k], lrs[k])
+                if its[k] % cfg.eval_every == 0 or its[k] == cfg.iterations:
+                    evaluating.append(k)
+                if its[k] % DIVERGENCE_CHECK == 0 or k in evaluating:
+                    flush.append(k)
+            if flush:
                 host_loss, host_wrong = loss_acc.tolist(), wrong_acc.tolist()
-                loss_acc.zero_()
-                wrong_acc.zero_()
-                for k in list(active):
+                for k in flush:
                     st = states[k]
                     st["acc"][0] += host_loss[k]
                     st["acc"][1] += host_wrong[k] / cfg.batch_size
+                    loss_acc[k] = 0.0
+                    wrong_acc[k] = 0.0
                     if not math.isfinite(st["acc"][0]):
                         active.remove(k)
-                        finish(k, "diverged", f"non-finite training loss by iteration {it}")
-            if evaluating:
-                for k in active:
-                    run_eval(k, it, lrs[k])
-            for k in active:
-                states[k]["iteration"] = it
-    for k in active:
-        finish(k, "finished", None)
+                        stepping.remove(k)
+                        finish(k, "diverged", f"non-finite training loss by iteration {its[k]}")
+            for k in stepping:
+                if k in evaluating:
+                    rec = evaluators[k](nets[k], states[k], its[k], lrs[k])
+                    for cb in cbs[k]:
+                        cb.on_eval(its[k], rec)
+                states[k]["iteration"] = its[k]
+            now = time.perf_counter()
+            for k in stepping:
+                states[k]["wall"] += (now - last) / len(stepping)
+            last = now
+            for k in stepping:
+                done = its[k] == cfg.iterations
+                if paths[k] and (its[k] % checkpoint_every == 0 or done):
+                    st = states[k]
+                    st["pending"] = [loss_acc[k].item(), wrong_acc[k].item()]
+                    model_state = {n: t.detach().clone() for n, t in nets[k].state_dict().items()}
+                    optimizer = seed_optimizer(opt, nets[k], k, cfg).state_dict()
+                    ck = checkpoint_state(cfg, seeds[k], model_state, optimizer, st)
+                    save_checkpoint(paths[k], ck)
+                if done:
+                    active.remove(k)
+                    finish(k, "finished", None)
     if models_out is not None:
         models_out.extend(nets)
     return [r for r in results if r is not None]

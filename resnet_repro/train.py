@@ -37,13 +37,21 @@ from torch import Tensor, nn
 from resnet_repro.augment import augment, normalize
 from resnet_repro.config import RunConfig, from_dict
 from resnet_repro.data import Dataset, load_for_config, normalization_stats
-from resnet_repro.models import batch_statistics, build_model, recompute_bn_statistics
+from resnet_repro.models import (
+    batch_statistics,
+    build_model,
+    recompute_bn_statistics,
+    structure_key,
+)
 
 WARMUP_LR = 0.01  # Paper: ResNet-110 starts at 0.01.
 WARMUP_ERROR = 80.0  # Paper: until the training error is below 80%.
 WARMUP_WINDOW = 50  # iterations averaged for the "running training error" (not stated)
 PRECISE_BN_BATCHES = 100  # training batches for "precise" BN statistics (12,800 images)
 DIVERGENCE_CHECK = 25  # iterations between host-side checks for a non-finite loss
+# torch.compile modes; "reduce-overhead" adds CUDA graphs (every training batch has the
+# same shape: the stream never yields a short batch).
+COMPILE_MODES = ("off", "default", "max-autotune", "reduce-overhead")
 
 
 @dataclass
@@ -57,9 +65,23 @@ class ExecOptions:
     num_threads: int | None = None  # CPU threads for this process
 
     def __post_init__(self) -> None:
-        allowed = ("off", "default", "max-autotune", "reduce-overhead")
-        if self.compile not in allowed:
-            raise ValueError(f"compile={self.compile!r}: allowed values are {allowed}")
+        if self.compile not in COMPILE_MODES:
+            raise ValueError(f"compile={self.compile!r}: allowed values are {COMPILE_MODES}")
+
+    def memory_format(self, dev: torch.device) -> torch.memory_format:
+        on = self.channels_last if self.channels_last is not None else dev.type == "cuda"
+        return torch.channels_last if on else torch.contiguous_format
+
+    def setup(self) -> tuple[torch.device, torch.memory_format]:
+        """Apply the process-wide settings (threads, deterministic kernels); returns the
+        device and the memory format of activations."""
+        if self.num_threads:
+            torch.set_num_threads(self.num_threads)
+        dev = torch.device(self.device)
+        if dev.type == "cuda" and self.deterministic:
+            os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+            torch.use_deterministic_algorithms(True)
+        return dev, self.memory_format(dev)
 
 
 class Callback:
@@ -283,6 +305,176 @@ def load_checkpoint(path: str | os.PathLike, map_location: Any = "cpu") -> dict[
     return torch.load(path, map_location=map_location, weights_only=True)
 
 
+def checkpoint_state(
+    cfg: RunConfig,
+    seed: int,
+    model: dict[str, Tensor],
+    optimizer: dict[str, Any],
+    state: dict[str, Any],
+) -> dict[str, Any]:
+    """What a checkpoint holds: the run's identity, the network's state dict, the
+    optimiser's (a lone `make_optimizer` one, also from packed runs) and the loop's state."""
+    return {
+        "config": cfg.to_dict(),
+        "config_hash": cfg.config_hash,
+        "train_hash": cfg.train_hash,
+        "seed": seed,
+        "model": model,
+        "optimizer": optimizer,
+        "state": state,
+    }
+
+
+def resume_from(
+    path: str | os.PathLike | None, cfg: RunConfig, seed: int, dev: torch.device
+) -> dict[str, Any] | None:
+    """The checkpoint at `path` if there is one; refuses another run's."""
+    if not path or not Path(path).exists():
+        return None
+    ck = load_checkpoint(path, map_location=dev)
+    if ck["train_hash"] != cfg.train_hash or ck["seed"] != seed:
+        raise ValueError(
+            f"checkpoint {path} belongs to training {ck['train_hash'][:10]}"
+            f"-s{ck['seed']}, not {cfg.train_id(seed)}"
+        )
+    return ck
+
+
+def new_state(cfg: RunConfig) -> dict[str, Any]:
+    """The loop's state at iteration 0 (what a checkpoint saves besides the weights)."""
+    return {
+        "iteration": 0,
+        "curves": _empty_curves(),
+        "warming": cfg.warmup == "paper",
+        "warmup_end": None,
+        "window": [],  # recent batch errors, for the paper warm-up
+        "acc": [0.0, 0.0, 0],  # loss sum, error-fraction sum, iterations since last eval
+        "wall": 0.0,
+    }
+
+
+# ---------------------------------------------------------------------------------------
+# compiled networks: once per process
+
+# (network structure, device, memory format, mode, slot) -> (network, compiled network).
+_COMPILED: dict[tuple[Any, ...], tuple[nn.Module, nn.Module]] = {}
+compile_fn: Callable[..., nn.Module] = torch.compile  # tests count calls through this
+
+
+def prepare_model(
+    cfg: RunConfig,
+    num_classes: int,
+    seed: int,
+    dev: torch.device,
+    fmt: torch.memory_format,
+    compile_mode: str = "off",
+    slot: int = 0,
+) -> tuple[nn.Module, nn.Module]:
+    """(network, the module to train through) for `cfg` initialised by `seed`.
+
+    With compile_mode "off" both are a new network. Otherwise the network is compiled
+    once per process for each structure (`models.structure_key`; `slot` tells apart
+    networks that must coexist, e.g. the seeds of a pack): later runs copy their fresh
+    initialisation into that network, so neither a new seed nor a variant that changes
+    only data or optimisation recompiles, and CUDA graphs keep their static addresses.
+    Training does not depend on bn_eval: the network keeps running statistics so every
+    evaluation mode can be applied to it and to its checkpoint."""
+    fresh = build_model(cfg.replace(bn_eval="running"), num_classes, seed=seed)
+    if compile_mode == "off":
+        model = fresh.to(dev, memory_format=fmt)
+        return model, model
+    key = (structure_key(fresh.cfg, num_classes), str(dev), str(fmt), compile_mode, slot)
+    if key not in _COMPILED:
+        model = fresh.to(dev, memory_format=fmt)
+        mode = None if compile_mode == "default" else compile_mode
+        _COMPILED[key] = (model, compile_fn(model, mode=mode))
+        return _COMPILED[key]
+    model, compiled = _COMPILED[key]
+    model.load_state_dict(fresh.state_dict())  # in place: same tensors, new values
+    model.cfg = fresh.cfg
+    return model, compiled
+
+
+# ---------------------------------------------------------------------------------------
+# evaluation records
+
+
+class Evaluator:
+    """Builds the evaluation records of one seed's run: the training error and loss
+    averaged since the last evaluation, and the test error and loss of every spec (the
+    run's config and its eval-only variants) on `model`."""
+
+    def __init__(
+        self,
+        cfg: RunConfig,
+        seed: int,
+        specs: Sequence[RunConfig],
+        train: tuple[Tensor, Tensor],
+        test: tuple[Tensor, Tensor],
+        mean: Tensor,
+        std: Tensor,
+        fmt: torch.memory_format,
+    ) -> None:
+        self.cfg, self.seed, self.specs = cfg, seed, list(specs)
+        self.train, self.test = train, test
+        self.mean, self.std, self.fmt = mean, std, fmt
+
+    def precise_batches(self) -> Iterator[Tensor]:
+        # Augmented training batches from a stream of their own, so evaluating does not
+        # touch the training stream; PRECISE_BN_BATCHES of them, at most one epoch.
+        cfg = self.cfg
+        seed = _epoch_seed(self.seed, 0, "precise")
+        pstream = BatchStream(*self.train, cfg, seed, self.mean, self.std, self.fmt)
+        n = min(PRECISE_BN_BATCHES, max(1, pstream.n // cfg.batch_size))
+        return (pstream.batch(k)[0] for k in range(n))
+
+    def __call__(self, model: nn.Module, state: dict[str, Any], it: int, lr: float) -> dict:
+        """Evaluate at iteration `it`, append the record to state["curves"], reset the
+        training averages and return the record."""
+        acc = state["acc"]
+        rec = {
+            "iteration": it,
+            "lr": lr,
+            "train_error": 100.0 * acc[1] / acc[2] if acc[2] else math.nan,
+            "train_loss": acc[0] / acc[2] if acc[2] else math.nan,
+        }
+        state["acc"] = [0.0, 0.0, 0]
+        test_x, test_y = self.test
+        for spec in self.specs:
+            order = None
+            if spec.eval_shuffle:
+                g = torch.Generator().manual_seed(_epoch_seed(self.seed, 0, "eval_order"))
+                order = torch.randperm(test_x.shape[0], generator=g)
+            err, loss = evaluate(
+                model,
+                test_x,
+                test_y,
+                mean=self.mean,
+                std=self.std,
+                bn_eval=spec.bn_eval,
+                batch_size=spec.eval_batch_size,
+                order=order,
+                precise_batches=self.precise_batches,
+                cfg=self.cfg,
+                memory_format=self.fmt,
+            )
+            key = "" if spec is self.cfg else f"{spec.config_hash}:"
+            rec[f"{key}test_error"], rec[f"{key}test_loss"] = err, loss
+        for k, v in rec.items():
+            state["curves"].setdefault(k, []).append(v)
+        return rec
+
+
+def eval_specs(cfg: RunConfig, eval_variants: Sequence[RunConfig]) -> list[RunConfig]:
+    """[cfg, *eval_variants] without repeats; refuses variants that change training."""
+    for v in eval_variants:
+        if v.train_hash != cfg.train_hash:
+            raise ValueError(
+                f"eval variant {v.config_hash[:10]} differs from the run in training fields"
+            )
+    return [cfg, *[v for v in eval_variants if v.config_hash != cfg.config_hash]]
+
+
 # ---------------------------------------------------------------------------------------
 # the loop
 
@@ -305,105 +497,22 @@ def train(
     at every evaluation of this run and reported in `result.evals[config_hash]`.
     """
     ex = exec_options or ExecOptions()
-    if ex.num_threads:
-        torch.set_num_threads(ex.num_threads)
-    dev = torch.device(ex.device)
-    if dev.type == "cuda" and ex.deterministic:
-        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
-        torch.use_deterministic_algorithms(True)
-    fmt = (
-        torch.channels_last
-        if (ex.channels_last or (ex.channels_last is None and dev.type == "cuda"))
-        else torch.contiguous_format
-    )
-    for v in eval_variants:
-        if v.train_hash != cfg.train_hash:
-            raise ValueError(
-                f"eval variant {v.config_hash[:10]} differs from the run in training fields"
-            )
+    dev, fmt = ex.setup()
+    specs = eval_specs(cfg, eval_variants)
     data = data or load_for_config(cfg, data_dir)
     mean, std = normalization_stats(data.train_x, cfg.normalize)
     train_x, train_y = data.train_x.to(dev), data.train_y.to(dev)
-    test_x, test_y = data.test_x.to(dev), data.test_y.to(dev)
+    test = (data.test_x.to(dev), data.test_y.to(dev))
     stream = BatchStream(train_x, train_y, cfg, seed, mean, std, fmt)
-
-    # Training does not depend on bn_eval; the network keeps running statistics so that
-    # every evaluation mode can be applied to it and to its checkpoint.
-    model = build_model(cfg.replace(bn_eval="running"), data.num_classes, seed=seed)
-    model = model.to(dev, memory_format=fmt)
+    evaluator = Evaluator(cfg, seed, specs, (train_x, train_y), test, mean, std, fmt)
+    model, step_model = prepare_model(cfg, data.num_classes, seed, dev, fmt, ex.compile)
     opt = make_optimizer(model, cfg)
-    step_model = (
-        torch.compile(model, mode=None if ex.compile == "default" else ex.compile)
-        if ex.compile != "off"
-        else model
-    )
-
-    state: dict[str, Any] = {
-        "iteration": 0,
-        "curves": _empty_curves(),
-        "warming": cfg.warmup == "paper",
-        "warmup_end": None,
-        "window": [],  # recent batch errors, for the paper warm-up
-        "acc": [0.0, 0.0, 0],  # loss sum, error-fraction sum, iterations since last eval
-        "wall": 0.0,
-    }
-    resumed_from = 0
-    if checkpoint_path and Path(checkpoint_path).exists():
-        ck = load_checkpoint(checkpoint_path, map_location=dev)
-        if ck["train_hash"] != cfg.train_hash or ck["seed"] != seed:
-            raise ValueError(
-                f"checkpoint {checkpoint_path} belongs to training {ck['train_hash'][:10]}"
-                f"-s{ck['seed']}, not {cfg.train_id(seed)}"
-            )
+    state = new_state(cfg)
+    if (ck := resume_from(checkpoint_path, cfg, seed, dev)) is not None:
         model.load_state_dict(ck["model"])
         opt.load_state_dict(ck["optimizer"])
         state = ck["state"]
-        resumed_from = state["iteration"]
-
-    specs = [cfg, *[v for v in eval_variants if v.config_hash != cfg.config_hash]]
-
-    def precise_batches() -> Iterator[Tensor]:
-        # Augmented training batches from a stream of their own, so evaluating does not
-        # touch the training stream; PRECISE_BN_BATCHES of them, at most one epoch.
-        pstream = BatchStream(
-            train_x, train_y, cfg, _epoch_seed(seed, 0, "precise"), mean, std, fmt
-        )
-        n = min(PRECISE_BN_BATCHES, max(1, stream.n // cfg.batch_size))
-        return (pstream.batch(k)[0] for k in range(n))
-
-    def run_eval(it: int, lr: float) -> None:
-        acc = state["acc"]
-        rec = {
-            "iteration": it,
-            "lr": lr,
-            "train_error": 100.0 * acc[1] / acc[2] if acc[2] else math.nan,
-            "train_loss": acc[0] / acc[2] if acc[2] else math.nan,
-        }
-        state["acc"] = [0.0, 0.0, 0]
-        for spec in specs:
-            order = None
-            if spec.eval_shuffle:
-                g = torch.Generator().manual_seed(_epoch_seed(seed, 0, "eval_order"))
-                order = torch.randperm(test_x.shape[0], generator=g)
-            err, loss = evaluate(
-                model,
-                test_x,
-                test_y,
-                mean=mean,
-                std=std,
-                bn_eval=spec.bn_eval,
-                batch_size=spec.eval_batch_size,
-                order=order,
-                precise_batches=precise_batches,
-                cfg=cfg,
-                memory_format=fmt,
-            )
-            key = "" if spec is cfg else f"{spec.config_hash}:"
-            rec[f"{key}test_error"], rec[f"{key}test_loss"] = err, loss
-        for k, v in rec.items():
-            state["curves"].setdefault(k, []).append(v)
-        for cb in callbacks:
-            cb.on_eval(it, rec)
+    resumed_from = state["iteration"]
 
     for cb in callbacks:
         cb.on_start(cfg, seed, resumed_from)
@@ -433,11 +542,10 @@ def train(
                 wrong_acc += wrong
             state["acc"][2] += 1
             if state["warming"]:
-                _warmup_step(state, 100.0 * wrong.item() / cfg.batch_size, it)
+                warmup_step(state, 100.0 * wrong.item() / cfg.batch_size, it)
             for cb in callbacks:
                 cb.on_step(it, lr)
             evaluating = it % cfg.eval_every == 0 or it == cfg.iterations
-            checkpointing = it % checkpoint_every == 0 or it == cfg.iterations
             if it % DIVERGENCE_CHECK == 0 or evaluating:
                 state["acc"][0] += loss_acc.item()
                 state["acc"][1] += wrong_acc.item() / cfg.batch_size
@@ -447,14 +555,17 @@ def train(
                     status, error = "diverged", f"non-finite training loss by iteration {it}"
                     break
             if evaluating:
-                run_eval(it, lr)
+                rec = evaluator(model, state, it, lr)
+                for cb in callbacks:
+                    cb.on_eval(it, rec)
             state["iteration"] = it
-            if checkpoint_path and checkpointing:
+            if checkpoint_path and (it % checkpoint_every == 0 or it == cfg.iterations):
                 state["wall"] = time.perf_counter() - t0
                 state["pending"] = [loss_acc.item(), wrong_acc.item()]
-                save_checkpoint(checkpoint_path, _checkpoint(cfg, seed, model, opt, state))
+                ck = checkpoint_state(cfg, seed, model.state_dict(), opt.state_dict(), state)
+                save_checkpoint(checkpoint_path, ck)
     state["iteration"] = it
-    result = _summarise(
+    result = summarise(
         cfg, seed, state, specs, status, error, time.perf_counter() - t0, resumed_from
     )
     for cb in callbacks:
@@ -462,25 +573,13 @@ def train(
     return result
 
 
-def _warmup_step(state: dict[str, Any], batch_error: float, it: int) -> None:
+def warmup_step(state: dict[str, Any], batch_error: float, it: int) -> None:
     """Paper warm-up: leave lr 0.01 once the training error, averaged over the last
     WARMUP_WINDOW iterations, is below WARMUP_ERROR."""
     window = (state["window"] + [batch_error])[-WARMUP_WINDOW:]
     state["window"] = window
     if len(window) == WARMUP_WINDOW and sum(window) / WARMUP_WINDOW < WARMUP_ERROR:
         state["warming"], state["warmup_end"] = False, it
-
-
-def _checkpoint(cfg: RunConfig, seed: int, model: nn.Module, opt, state) -> dict[str, Any]:
-    return {
-        "config": cfg.to_dict(),
-        "config_hash": cfg.config_hash,
-        "train_hash": cfg.train_hash,
-        "seed": seed,
-        "model": model.state_dict(),
-        "optimizer": opt.state_dict(),
-        "state": state,
-    }
 
 
 def _empty_curves() -> dict[str, list[float]]:
@@ -506,7 +605,7 @@ def _finals(curves: dict[str, list[float]], key: str) -> dict[str, Any]:
     }
 
 
-def _summarise(cfg, seed, state, specs, status, error, wall, resumed_from) -> TrainResult:
+def summarise(cfg, seed, state, specs, status, error, wall, resumed_from) -> TrainResult:
     curves = state["curves"]
     evals = {}
     for spec in specs[1:]:

@@ -238,3 +238,94 @@ def test_invalid_packs_are_refused():
         pack_models([build_model(RunConfig(depth=8))], "diagonal")
     with pytest.raises(ValueError, match="without repeats"):
         train_packed(CFG, [1, 1])
+
+
+class _Kill(Callback):
+    def __init__(self, at):
+        self.at = at
+
+    def on_step(self, iteration, lr):
+        if iteration == self.at:
+            raise KeyboardInterrupt
+
+
+def _exactly(a, b):
+    """Equal results, bit for bit, but for the wall time and where the run resumed."""
+    da, db = a.to_dict(), b.to_dict()
+    for d in (da, db):
+        d.pop("wall_seconds"), d.pop("resumed_from")
+    assert da == db
+
+
+def test_packed_checkpoints_resume_exactly_and_interchange_with_lone_runs(data, tmp_path):
+    whole = {s: train(CFG, s, data=data) for s in (0, 1, 2, 3)}
+    paths = {s: tmp_path / f"s{s}.pt" for s in (0, 1, 2, 3)}
+    with pytest.raises(KeyboardInterrupt):  # a packed run killed at iteration 37
+        train_packed(
+            CFG,
+            [0, 1],
+            data=data,
+            checkpoint_paths=[paths[0], paths[1]],
+            checkpoint_every=10,
+            callbacks_per_seed=[[_Kill(37)], []],
+        )
+    ck = train_module.load_checkpoint(paths[0])
+    assert ck["state"]["iteration"] == 30
+    assert train_module.load_checkpoint(paths[1])["state"]["iteration"] == 30
+    # The optimiser state is a lone run's: momentum for every parameter, lone group layout.
+    lone_opt = make_optimizer(build_model(CFG, seed=0), CFG).state_dict()
+    assert [g["params"] for g in ck["optimizer"]["param_groups"]] == [
+        g["params"] for g in lone_opt["param_groups"]
+    ]
+    assert len(ck["optimizer"]["state"]) == len(lone_opt["param_groups"][0]["params"])
+    # Seed 0's packed checkpoint resumes in a lone run.
+    lone = train(CFG, 0, data=data, checkpoint_path=paths[0], checkpoint_every=10)
+    assert lone.resumed_from == 30
+    _exactly(lone, whole[0])
+    # A lone run killed at iteration 17 leaves its checkpoint at 15.
+    with pytest.raises(KeyboardInterrupt):
+        train(
+            CFG, 3, data=data, checkpoint_path=paths[3], checkpoint_every=5, callbacks=[_Kill(17)]
+        )
+    # One pack resumes seed 1 (packed checkpoint, 30) and seed 3 (lone checkpoint, 15) and
+    # starts seed 2: the seeds behind catch up alone, then all step together.
+    events = [Events() for _ in range(3)]
+    results = train_packed(
+        CFG,
+        [1, 2, 3],
+        data=data,
+        checkpoint_paths=[paths[1], paths[2], paths[3]],
+        checkpoint_every=10,
+        callbacks_per_seed=[[e] for e in events],
+    )
+    assert [r.resumed_from for r in results] == [30, 0, 15]
+    for r in results:
+        _exactly(r, whole[r.seed])
+    assert events[0].calls == [("start", 1), ("eval", 50), ("end", 1)]
+    assert events[1].calls == [("start", 2), ("eval", 25), ("eval", 50), ("end", 2)]
+    # Every checkpoint is now final; a finished seed's result comes back untrained.
+    again = train_packed(CFG, [1, 2], data=data, checkpoint_paths=[paths[1], paths[2]])
+    assert [r.resumed_from for r in again] == [50, 50]
+    for r in again:
+        _exactly(r, whole[r.seed])
+    assert not list(tmp_path.glob(".*tmp"))  # atomic writes leave no temporaries
+
+
+def test_grouped_packed_run_resumes_exactly(data, tmp_path):
+    cfg = CFG.replace(iterations=20, milestones=(12,), eval_every=10)
+    whole = train_packed(cfg, SEEDS, data=data, layout="grouped")
+    paths = [tmp_path / f"s{s}.pt" for s in SEEDS]
+    with pytest.raises(KeyboardInterrupt):
+        train_packed(
+            cfg,
+            SEEDS,
+            data=data,
+            layout="grouped",
+            checkpoint_paths=paths,
+            checkpoint_every=5,
+            callbacks_per_seed=[[], [_Kill(13)]],
+        )
+    resumed = train_packed(cfg, SEEDS, data=data, layout="grouped", checkpoint_paths=paths)
+    assert [r.resumed_from for r in resumed] == [10, 10]
+    for a, b in zip(whole, resumed):
+        _exactly(a, b)

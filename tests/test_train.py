@@ -7,13 +7,14 @@ import pytest
 import torch
 from conftest import require_or_skip
 
-from resnet_repro.config import RunConfig
+from resnet_repro.config import RunConfig, field_names
 from resnet_repro.data import FASHION_MNIST_SYSTEM_DIR, load_for_config
-from resnet_repro.models import build_model
+from resnet_repro.models import STRUCTURE_FIELDS, build_model, structure_key
 from resnet_repro.train import (
     WARMUP_LR,
     BatchStream,
     Callback,
+    ExecOptions,
     learning_rate,
     load_checkpoint,
     make_optimizer,
@@ -197,3 +198,59 @@ def test_smoke_training_on_fashion_mnist_learns():
     )
     r = train(cfg, 0)
     assert r.final_test_error < 40.0  # chance is 90%
+
+
+def test_compiled_once_per_process_and_reinitialised_for_each_seed(data, monkeypatch):
+    import resnet_repro.train as train_module
+
+    compiled = []
+
+    def counting_compile(model, mode=None):  # dynamo with no code generation: quick
+        compiled.append(mode)
+        return torch.compile(model, backend="aot_eager", mode=None)
+
+    monkeypatch.setattr(train_module, "_COMPILED", {})
+    monkeypatch.setattr(train_module, "compile_fn", counting_compile)
+    ex = ExecOptions(compile="reduce-overhead")
+    cfg = TINY.replace(iterations=10, milestones=(5,), eval_every=5)
+    runs = [
+        (cfg, 0),
+        (cfg, 1),  # a new seed: same compiled network, its own initialisation
+        (cfg.replace(crop="pad_black", lr=0.05, init="kaiming_fan_in"), 2),  # same structure
+        (cfg.replace(shortcut="B"), 0),  # another structure: compiled anew
+        (cfg, 3),
+    ]
+    for c, seed in runs:
+        got = train(c, seed, data=data, exec_options=ex)
+        eager = train(c, seed, data=data)
+        assert got.curves.keys() == eager.curves.keys()
+        for name, values in eager.curves.items():
+            assert got.curves[name] == pytest.approx(values, rel=1e-4, abs=1e-4), name
+    assert compiled == ["reduce-overhead", "reduce-overhead"]
+
+
+@pytest.mark.parametrize("field", field_names())
+def test_structure_key_names_every_field_that_shapes_the_network(field):
+    """Networks of configs with equal `structure_key` must be interchangeable: same
+    modules, same forward given the same weights. Changing any other field keeps the key."""
+    alternatives = {
+        "arch": "plain", "depth": 14, "shortcut": "B", "stem_pool": True,
+        "init": "kaiming_fan_in", "bn_momentum": 0.01, "bn_eval": "batch", "bn_split": 2,
+        "crop": "pad_black", "crop_pad": 2, "flip": False, "normalize": "channel_std",
+        "train_size": 45000, "subset": 64, "dataset": "synthetic", "batch_size": 64,
+        "lr": 0.05, "momentum": 0.5, "nesterov": True, "weight_decay": 0.0,
+        "decay_bn": False, "iterations": 70000, "milestones": (30000,), "warmup": "fixed",
+        "warmup_iters": 10, "precision": "bf16", "eval_batch_size": 64,
+        "eval_shuffle": True, "eval_every": 10,
+    }  # fmt: skip
+    base = RunConfig(depth=8)
+    other = base.replace(**{field: alternatives[field]})
+    if field in STRUCTURE_FIELDS:
+        assert structure_key(other) != structure_key(base)
+        return
+    assert structure_key(other) == structure_key(base)
+    a, b = build_model(base, seed=0), build_model(other, seed=1)
+    b.load_state_dict(a.state_dict())
+    assert repr(a) == repr(b)
+    x = torch.randn(4, 3, 32, 32, generator=torch.Generator().manual_seed(0))
+    torch.testing.assert_close(b.train()(x), a.train()(x), rtol=0, atol=0)
