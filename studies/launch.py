@@ -72,18 +72,10 @@ class WorkerJob:
 
 
 def worker_argv(args: argparse.Namespace, url: str, threads: int | None) -> list[str]:
+    from studies.worker import worker_options
+
     argv = [args.study, "--storage", url, "--out", str(Path(args.out).resolve())]
-    argv += ["--device", args.device, "--compile", args.compile]
-    argv += ["--wandb", args.wandb, "--wandb-project", args.wandb_project]
-    if threads:
-        argv += ["--threads", str(threads)]
-    if args.data_dir:
-        argv += ["--data-dir", str(Path(args.data_dir).resolve())]
-    if args.checkpoint_every:
-        argv += ["--checkpoint-every", str(args.checkpoint_every)]
-    if args.deterministic:
-        argv.append("--deterministic")
-    return argv
+    return argv + worker_options(args, threads)
 
 
 def executor_parameters(args: argparse.Namespace, cluster: str) -> dict[str, Any]:

@@ -20,15 +20,22 @@ def is_tty() -> bool:
 class CellProgress(Callback):
     """The running cell: iteration, learning rate and the last errors."""
 
-    def __init__(self, attrs: dict[str, Any], enabled: bool | None = None) -> None:
+    def __init__(
+        self, attrs: dict[str, Any], enabled: bool | None = None, quiet: bool = False
+    ) -> None:
+        """enabled: a bar (default: on a terminal), else plain lines; quiet: neither (the
+        other seeds of a pack whose first seed has the bar)."""
         self.label = f"{attrs.get('variant')} d{attrs.get('depth')} s{attrs.get('seed')}"
         self.tty = is_tty() if enabled is None else enabled
+        self.quiet = quiet
         self.bar: tqdm | None = None
         self.last: dict[str, float] = {}
         self.t0 = time.time()
 
     def on_start(self, cfg: RunConfig, seed: int, start_iteration: int) -> None:
         self.total = cfg.iterations
+        if self.quiet:
+            return
         if start_iteration:
             self._line(f"resuming at iteration {start_iteration}/{cfg.iterations}")
         if self.tty:
@@ -52,7 +59,7 @@ class CellProgress(Callback):
             "train": f"{record['train_error']:.1f}%",
             "test": f"{record['test_error']:.1f}%",
         }
-        if self.bar is None:
+        if self.bar is None and not self.quiet:
             self._line(
                 f"it {iteration}/{self.total} lr {record['lr']:.3g} "
                 f"train {record['train_error']:.2f}% test {record['test_error']:.2f}%"
@@ -61,6 +68,8 @@ class CellProgress(Callback):
     def on_end(self, result) -> None:
         if self.bar is not None:
             self.bar.close()
+        if self.quiet:
+            return
         self._line(
             f"{result.status}: final {result.final_test_error:.2f}% "
             f"best {result.best_test_error:.2f}% in {result.wall_seconds:.0f} s"

@@ -30,7 +30,7 @@ from resnet_repro.models import forward_macs
 from studies import store
 from studies.progress import StudyProgress, is_tty
 from studies.tracking import resolve_mode
-from studies.worker import Worker, add_worker_args
+from studies.worker import CHANNELS_LAST, Worker, add_worker_args, worker_options
 
 
 class UsageError(Exception):
@@ -87,6 +87,8 @@ def plan(study: Study, args: argparse.Namespace) -> list[Cell]:
             raise UsageError(f"--depths {args.depths!r}: expected e.g. 20,56") from None
     if args.seeds < 1:
         raise UsageError(f"--seeds {args.seeds}: allowed values are integers >= 1")
+    if args.pack < 1:
+        raise UsageError(f"--pack {args.pack}: allowed values are integers >= 1")
     try:
         return study.cells(range(args.seeds), depths, budget=args.budget, **overrides)
     except ValueError as e:
@@ -183,6 +185,8 @@ def worker_kwargs(args: argparse.Namespace, mode: str, threads: int | None) -> d
         device=args.device,
         threads=threads,
         compile=args.compile,
+        channels_last=CHANNELS_LAST[args.channels_last],
+        pack=args.pack,
         deterministic=args.deterministic,
         data_dir=args.data_dir,
         wandb_mode=mode,
@@ -212,17 +216,10 @@ def _run_processes(args, url: str, st, keys: set[str], mode: str) -> None:
         device = f"cuda:{i % gpus}" if gpus else args.device
         threads = args.threads or (max(1, cores // k) if not gpus else None)
         # The URL goes through the environment, so a password never shows in `ps`.
-        cmd = [sys.executable, "-m", "studies.worker", args.study]
-        cmd += ["--out", args.out, "--device", device, "--wandb", mode]
-        cmd += ["--compile", args.compile, "--wandb-project", args.wandb_project]
-        if threads:
-            cmd += ["--threads", str(threads)]
-        if args.data_dir:
-            cmd += ["--data-dir", args.data_dir]
-        if args.checkpoint_every:
-            cmd += ["--checkpoint-every", str(args.checkpoint_every)]
-        if args.deterministic:
-            cmd.append("--deterministic")
+        cmd = [sys.executable, "-m", "studies.worker", args.study, "--out", args.out]
+        cmd += worker_options(
+            argparse.Namespace(**{**vars(args), "device": device, "wandb": mode}), threads
+        )
         log = open(logs / f"worker-{i}.log", "a")
         env = dict(os.environ, OMP_NUM_THREADS=str(threads or 1), RESNET_REPRO_STORAGE=url)
         procs.append((subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env), log))

@@ -23,6 +23,7 @@ import json
 import os
 import re
 import socket
+import threading
 import time
 import warnings
 from collections.abc import Iterable
@@ -208,10 +209,80 @@ def host_id() -> str:
 
 def claim(trial: optuna.Trial) -> None:
     """Record which process runs `trial` (user attributes host, host_id, pid, claim)."""
-    trial.set_user_attr("host", socket.gethostname())
-    trial.set_user_attr("host_id", host_id())
-    trial.set_user_attr("pid", os.getpid())
-    trial.set_user_attr(CLAIM, trial.number)
+    for key, value in _claim_attrs(trial.number).items():
+        trial.set_user_attr(key, value)
+
+
+def _claim_attrs(number: int) -> dict[str, Any]:
+    return {"host": socket.gethostname(), "host_id": host_id(), "pid": os.getpid(), CLAIM: number}
+
+
+def take_waiting(study: optuna.Study, trial: FrozenTrial) -> bool:
+    """Move the WAITING trial to RUNNING for this process, as `study.optimize` does when
+    it pops one; False if another worker took it first. The caller keeps its heartbeat
+    (`Heartbeats`) and finishes it (`complete` or `requeue`)."""
+    storage = study._storage
+    try:
+        if not storage.set_trial_state_values(trial._trial_id, state=TrialState.RUNNING):
+            return False
+    except optuna.exceptions.UpdateFinishedTrialError:
+        return False
+    storage.record_heartbeat(trial._trial_id)
+    for key, value in _claim_attrs(trial.number).items():
+        storage.set_trial_user_attr(trial._trial_id, key, value)
+    return True
+
+
+def complete(study: optuna.Study, trial_id: int, result: dict[str, Any], value: float) -> bool:
+    """Store the result of a trial taken by `take_waiting` and mark it COMPLETE (result
+    first: a cell is finished once it is COMPLETE with a result). False if the trial was
+    failed meanwhile (its re-queued copy then finds the final checkpoint)."""
+    storage = study._storage
+    try:
+        storage.set_trial_user_attr(trial_id, RESULT, json.dumps(result))
+        return storage.set_trial_state_values(trial_id, TrialState.COMPLETE, values=[value])
+    except optuna.exceptions.UpdateFinishedTrialError:
+        return False
+
+
+def fail(study: optuna.Study, trial_id: int, error: str) -> None:
+    """Mark a trial taken by `take_waiting` FAIL with its error, as `study.optimize` does
+    for the trial whose objective raised (a rerun of `studies.run` queues it again)."""
+    storage = study._storage
+    try:
+        storage.set_trial_user_attr(trial_id, "error", error[:2000])
+        storage.set_trial_state_values(trial_id, TrialState.FAIL)
+    except optuna.exceptions.UpdateFinishedTrialError:
+        pass
+
+
+class Heartbeats:
+    """Records the heartbeat of trials taken outside `study.optimize` every heartbeat
+    interval (`optimize` does so only for its own trial), in a daemon thread."""
+
+    def __init__(self, study: optuna.Study, trial_ids: Iterable[int]) -> None:
+        self.storage, self.trial_ids = study._storage, list(trial_ids)
+        self.stop = threading.Event()
+        self.thread = threading.Thread(target=self._beat, daemon=True)
+
+    def _beat(self) -> None:
+        interval = self.storage.get_heartbeat_interval() or HEARTBEAT_INTERVAL
+        while not self.stop.wait(interval):
+            for trial_id in self.trial_ids:
+                try:
+                    self.storage.record_heartbeat(trial_id)
+                except Exception:  # noqa: BLE001 - a missed beat; the next one may work
+                    pass
+
+    def __enter__(self) -> Heartbeats:
+        if self.trial_ids:
+            self.thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop.set()
+        if self.thread.is_alive():
+            self.thread.join()
 
 
 def requeue(study: optuna.Study, trial_id: int) -> bool:

@@ -64,7 +64,7 @@ class WandbRun(Callback):
             config={**config.to_dict(), "seed": seed, "budget": budget, "study": study},
             mode=mode,
             dir=str(Path(directory)),
-            reinit="finish_previous",
+            reinit="create_new",  # the seeds of a pack log side by side
         )
         self.run: Any = None
 

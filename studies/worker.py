@@ -37,10 +37,11 @@ from typing import Any
 import optuna
 import torch
 from optuna.storages import RDBStorage
-from optuna.trial import TrialState
+from optuna.trial import FrozenTrial, TrialState
 
-from resnet_repro.config import from_dict
-from resnet_repro.train import Callback, ExecOptions, TrainResult, train
+from resnet_repro.config import RunConfig, from_dict
+from resnet_repro.packed import train_packed
+from resnet_repro.train import COMPILE_MODES, Callback, ExecOptions, TrainResult, train
 from studies import store
 from studies.progress import CellProgress
 from studies.tracking import WandbRun, replay_to_wandb
@@ -107,6 +108,8 @@ class Worker:
         device: str = "auto",
         threads: int | None = None,
         compile: str = "off",
+        channels_last: bool | None = None,
+        pack: int = 1,
         deterministic: bool = False,
         data_dir: str | None = None,
         wandb_mode: str = "disabled",
@@ -122,16 +125,20 @@ class Worker:
         self.exec = ExecOptions(
             device=resolve_device(device),
             compile=compile,
+            channels_last=channels_last,
             deterministic=deterministic,
             num_threads=threads,
         )
+        if not isinstance(pack, int) or pack < 1:
+            raise ValueError(f"--pack {pack!r}: allowed values are integers >= 1")
+        self.pack = pack
         self.data_dir = data_dir
         self.wandb_mode, self.wandb_project = wandb_mode, wandb_project
         self.checkpoint_every = checkpoint_every
         self.show_progress = show_progress
         self.env = environment(self.exec.device, deterministic)
         self.cells_run = 0
-        self.current_trial_id: int | None = None  # the trial of the cell being trained
+        self.current_trial_ids: list[int] = []  # the trials of the cells being trained
         self.on_cell_done: Callable[[], None] | None = None  # e.g. a study progress bar
 
     def run(self) -> int:
@@ -158,36 +165,86 @@ class Worker:
         store.claim(trial)
         attrs = trial.user_attrs
         cfg = from_dict(json.loads(attrs["config"]))
-        self.current_trial_id = trial._trial_id
+        mates = self.take_mates(attrs, cfg) if self.pack > 1 else []
+        self.current_trial_ids = [trial._trial_id] + [t._trial_id for t in mates]
+        cells = [attrs] + [t.user_attrs for t in mates]
+        given_back = True  # mates go back to the queue unless finished or failed here
         try:
-            result = self.run_cell(trial, cfg, attrs)
+            with store.Heartbeats(self.study, [t._trial_id for t in mates]):
+                results = self.run_cells(cfg, cells)
         except Exception as e:
-            trial.set_user_attr("error", f"{type(e).__name__}: {e}"[:2000])
+            error = f"{type(e).__name__}: {e}"[:2000]
+            trial.set_user_attr("error", error)
+            for t in mates:  # failed with the same error, queued again by a rerun
+                store.fail(self.study, t._trial_id, error)
+            given_back = False
             raise
+        else:
+            for t, result in zip(mates, results[1:]):
+                if not store.complete(self.study, t._trial_id, result, _value(result)):
+                    print(
+                        f"worker {os.getpid()}: cell {t.user_attrs[store.CELL]} was "
+                        "re-queued meanwhile; its copy will find the final checkpoint",
+                        file=sys.stderr,
+                        flush=True,
+                    )
+                self._cell_done()
+            given_back = False
         finally:
-            self.current_trial_id = None
-        trial.set_user_attr(store.RESULT, json.dumps(result))
+            if given_back:  # interrupted (KeyboardInterrupt, SystemExit): hand mates back
+                for t in mates:
+                    store.requeue(self.study, t._trial_id)
+            self.current_trial_ids = []
+        trial.set_user_attr(store.RESULT, json.dumps(results[0]))
+        self._cell_done()
+        return _value(results[0])
+
+    def _cell_done(self) -> None:
         self.cells_run += 1
         if self.on_cell_done is not None:
             self.on_cell_done()
-        if result["status"] == "diverged":
-            return math.inf
-        return float(result["final_test_error"])
+
+    def take_mates(self, attrs: dict[str, Any], cfg: RunConfig) -> list[FrozenTrial]:
+        """Up to pack - 1 waiting cells to train beside the cell `attrs`: the same config
+        (variant and depth), other seeds, the same eval-only siblings, no shared result
+        yet. Each is taken from the queue as `study.optimize` would take it."""
+        main_siblings = set(self.siblings(attrs["train_id"]))
+        done = store.finished(self.study)
+        seeds, mates = {attrs["seed"]}, []
+        for t in store.trials(self.study):
+            if len(mates) == self.pack - 1:
+                break
+            a = t.user_attrs
+            if (
+                t.state != TrialState.WAITING
+                or a.get(store.CELL) is None
+                or a[store.CELL] in done
+                or a.get("config") != attrs["config"]
+                or a["seed"] in seeds
+                or set(self.siblings(a["train_id"])) != main_siblings
+                or self.shared_result(a["train_id"], cfg) is not None
+            ):
+                continue
+            if store.take_waiting(self.study, t):
+                seeds.add(a["seed"])
+                mates.append(t)
+        return mates
 
     def release(self) -> bool:
-        """Give the running cell back to the queue now: fail its trial and re-queue it, as
-        the heartbeat check would after the grace period; its checkpoint stays for the
-        next worker. For preemption (a signal handler may call this mid-training, so a
-        fresh connection is used). True if a cell was given back."""
-        trial_id = self.current_trial_id
-        if trial_id is None:
+        """Give the running cells back to the queue now: fail their trials and re-queue
+        them, as the heartbeat check would after the grace period; their checkpoints stay
+        for the next worker. For preemption (a signal handler may call this mid-training,
+        so a fresh connection is used). True if a cell was given back."""
+        trial_ids = list(self.current_trial_ids)
+        if not trial_ids:
             return False
         try:
             storage = store.open_storage(self.storage_url, heartbeat=False)
-            return store.requeue(store.load(storage, self.study_name), trial_id)
+            study = store.load(storage, self.study_name)
+            return any([store.requeue(study, trial_id) for trial_id in trial_ids])
         except Exception as e:  # noqa: BLE001 - the heartbeat re-queues it later anyway
             msg = store.scrub(f"{type(e).__name__}: {e}", self.storage_url)
-            print(f"worker {os.getpid()}: could not release trial {trial_id}: {msg}", flush=True)
+            print(f"worker {os.getpid()}: could not release trials {trial_ids}: {msg}", flush=True)
             return False
 
     def siblings(self, train_id: str) -> dict[str, dict[str, Any]]:
@@ -199,40 +256,65 @@ class Worker:
                 out[from_dict(cfg).config_hash] = cfg
         return out
 
-    def run_cell(self, trial: optuna.Trial, cfg, attrs: dict[str, Any]) -> dict[str, Any]:
-        seed, train_id = int(attrs["seed"]), attrs["train_id"]
-        siblings = self.siblings(train_id)
+    def run_cells(self, cfg: RunConfig, cells: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        """Train the cells (user attributes of trials of one config, distinct seeds)
+        together, each resuming from its checkpoint; returns their results in order. A
+        cell whose training another cell shared already takes that result instead."""
+        train_ids = [a["train_id"] for a in cells]
+        siblings = self.siblings(train_ids[0])  # the same for every cell (take_mates)
         shared = len(siblings) > 1
-        lock = self.dir / "locks" / f"{train_id}.lock" if shared else None
-        with _file_lock(lock):
-            if shared and (cached := self.shared_result(train_id, cfg)) is not None:
-                self.replay(attrs, cfg, cached)
-                return cached
+        locks = sorted(self.dir / "locks" / f"{t}.lock" for t in train_ids) if shared else []
+        results: list[dict[str, Any] | None] = [None] * len(cells)
+        with contextlib.ExitStack() as held:
+            for lock in locks:
+                held.enter_context(_file_lock(lock))
+            todo = []
+            for i, attrs in enumerate(cells):
+                if shared and (cached := self.shared_result(train_ids[i], cfg)) is not None:
+                    self.replay(attrs, cfg, cached)
+                    results[i] = cached
+                else:
+                    todo.append(i)
+            if not todo:
+                return results  # type: ignore[return-value]
             variants = [from_dict(c) for h, c in siblings.items() if h != cfg.config_hash]
-            callbacks: list[Callback] = [CellProgress(attrs, enabled=self.show_progress)]
-            if self.wandb_mode != "disabled":
-                callbacks.append(self.wandb(attrs, cfg))
-            ckpt = self.dir / "checkpoints" / f"{train_id}.pt"
-            res = train(
-                cfg,
-                seed,
+            ckpts = [self.dir / "checkpoints" / f"{train_ids[i]}.pt" for i in todo]
+            callbacks = [self.callbacks(cells[i], cfg, first=i == todo[0]) for i in todo]
+            common = dict(
                 data_dir=self.data_dir,
                 exec_options=self.exec,
-                checkpoint_path=ckpt,
                 checkpoint_every=self.checkpoint_every or cfg.eval_every,
-                callbacks=callbacks,
                 eval_variants=variants,
             )
-            result = self.pack_result(res, ckpt)
-            if shared:
-                self.store_shared(train_id, res, result)
-        return result
+            seeds = [int(cells[i]["seed"]) for i in todo]
+            if len(todo) == 1:
+                runs = [
+                    train(cfg, seeds[0], checkpoint_path=ckpts[0], callbacks=callbacks[0], **common)
+                ]
+            else:
+                runs = train_packed(
+                    cfg, seeds, checkpoint_paths=ckpts, callbacks_per_seed=callbacks, **common
+                )
+            for i, res, ckpt in zip(todo, runs, ckpts):
+                results[i] = self.result_record(res, ckpt, packed_with=len(todo))
+                if shared:
+                    self.store_shared(train_ids[i], res, results[i])
+        return results  # type: ignore[return-value]
 
-    def pack_result(self, res: TrainResult, ckpt: Path) -> dict[str, Any]:
+    def callbacks(self, attrs: dict[str, Any], cfg: RunConfig, first: bool) -> list[Callback]:
+        """Progress (on a terminal, a bar for the first cell of a pack only; lines in
+        logs) and W&B for one cell."""
+        quiet = self.show_progress and not first
+        callbacks: list[Callback] = [CellProgress(attrs, enabled=self.show_progress, quiet=quiet)]
+        if self.wandb_mode != "disabled":
+            callbacks.append(self.wandb(attrs, cfg))
+        return callbacks
+
+    def result_record(self, res: TrainResult, ckpt: Path, packed_with: int = 1) -> dict[str, Any]:
         d = res.to_dict()
         d.pop("config")
         d.pop("evals")
-        d.update(self.env, checkpoint=str(ckpt), trained_by=res.run_id)
+        d.update(self.env, checkpoint=str(ckpt), trained_by=res.run_id, packed_with=packed_with)
         return d
 
     def store_shared(self, train_id: str, res: TrainResult, main: dict[str, Any]) -> None:
@@ -290,6 +372,11 @@ def _file_lock(path: Path | None):
             fcntl.flock(f, fcntl.LOCK_UN)
 
 
+def _value(result: dict[str, Any]) -> float:
+    """The trial's objective value: the final test error; inf for a diverged run."""
+    return math.inf if result["status"] == "diverged" else float(result["final_test_error"])
+
+
 def pending(study: optuna.Study) -> int:
     return sum(t.state in (TrialState.WAITING, TrialState.RUNNING) for t in store.trials(study))
 
@@ -298,12 +385,49 @@ def add_worker_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--out", default="runs", help="output directory (default: runs/)")
     p.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
     p.add_argument("--threads", type=int, default=None, help="CPU threads for this worker")
-    p.add_argument("--compile", default="off", choices=["off", "default", "max-autotune"])
+    p.add_argument(
+        "--compile",
+        default="off",
+        choices=COMPILE_MODES,
+        help="torch.compile mode, once per process (reduce-overhead: with CUDA graphs)",
+    )
+    p.add_argument(
+        "--channels-last",
+        default="auto",
+        choices=["auto", "on", "off"],
+        help="channels_last activations (auto: on for CUDA)",
+    )
+    p.add_argument(
+        "--pack",
+        type=int,
+        default=1,
+        help="train up to K seeds of one variant at once in each worker (default 1)",
+    )
     p.add_argument("--deterministic", action="store_true", help="deterministic CUDA kernels")
     p.add_argument("--data-dir", default=None, help="where datasets are (or go)")
     p.add_argument("--wandb", default="auto", choices=["auto", "online", "offline", "disabled"])
     p.add_argument("--wandb-project", default="resnet-repro")
     p.add_argument("--checkpoint-every", type=int, default=None, help="iterations (default: eval)")
+
+
+CHANNELS_LAST = {"auto": None, "on": True, "off": False}
+
+
+def worker_options(args: argparse.Namespace, threads: int | None) -> list[str]:
+    """The `studies.worker` options that pass on the execution settings of `args` (from
+    `add_worker_args`), for workers started as processes or SLURM jobs."""
+    argv = ["--device", args.device, "--compile", args.compile]
+    argv += ["--channels-last", args.channels_last, "--pack", str(args.pack)]
+    argv += ["--wandb", args.wandb, "--wandb-project", args.wandb_project]
+    if threads:
+        argv += ["--threads", str(threads)]
+    if args.data_dir:
+        argv += ["--data-dir", str(Path(args.data_dir).resolve())]
+    if args.checkpoint_every:
+        argv += ["--checkpoint-every", str(args.checkpoint_every)]
+    if args.deterministic:
+        argv.append("--deterministic")
+    return argv
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -338,6 +462,8 @@ def make_worker(args: argparse.Namespace) -> Worker:
         device=args.device,
         threads=args.threads,
         compile=args.compile,
+        channels_last=CHANNELS_LAST[args.channels_last],
+        pack=args.pack,
         deterministic=args.deterministic,
         data_dir=args.data_dir,
         wandb_mode=resolve_mode(args.wandb),

@@ -16,7 +16,6 @@ from resnet_repro.augment import (
     resized_crop,
 )
 
-
 # Normalisation is x * (1 / (255 std)) - mean / std in fp32: within a few ulps of
 # (x / 255 - mean) / std; one pixel off would differ by about 1 / 255.
 ATOL = 1e-6

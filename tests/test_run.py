@@ -102,7 +102,31 @@ def test_more_seeds_run_only_the_new_ones(tmp_path):
     assert sum(_complete_by_cell(_study(tmp_path, "stem_pool_ablation")).values()) == 4
 
 
-def test_sigkill_mid_study_then_rerun_finishes_every_cell_exactly_once(tmp_path):
+def _results(out: Path, name: str) -> dict[str, dict]:
+    return {k: store.result_of(t) for k, t in store.finished(_study(out, name)).items()}
+
+
+@pytest.mark.parametrize("name, pack", [("stem_pool_ablation", 3), ("bn_eval_ablation", 2)])
+def test_packed_workers_give_exactly_the_results_of_lone_runs(name, pack, tmp_path):
+    args = [name, "--seeds", str(pack), "--depths", "8", "--threads", "2", *TINY]
+    assert run_cli.main([*args, "--out", str(tmp_path / "lone")]) == 0
+    assert run_cli.main([*args, "--out", str(tmp_path / "packed"), "--pack", str(pack)]) == 0
+    lone, packed = _results(tmp_path / "lone", name), _results(tmp_path / "packed", name)
+    variants = ablations.get(name).variants
+    assert set(packed) == set(lone) == {f"{v}|8|{s}" for v in variants for s in range(pack)}
+    assert all(n == 1 for n in _complete_by_cell(_study(tmp_path / "packed", name)).values())
+    for key, a in lone.items():
+        b = packed[key]
+        assert b["curves"] == a["curves"], key  # bit for bit: the CPU layout is a lone run's
+        for field in ("final_test_error", "best_test_error", "best_iteration", "status"):
+            assert b[field] == a[field], (key, field)
+    trained = [r for r in packed.values() if r["run_id"] == r["trained_by"]]
+    assert {r["packed_with"] for r in trained} == {pack}
+    assert {r["packed_with"] for r in lone.values()} == {1}
+
+
+@pytest.mark.parametrize("pack", [1, 2])
+def test_sigkill_mid_study_then_rerun_finishes_every_cell_exactly_once(pack, tmp_path):
     cmd = [
         sys.executable,
         "-m",
@@ -134,6 +158,8 @@ def test_sigkill_mid_study_then_rerun_finishes_every_cell_exactly_once(tmp_path)
         "batch_size=16",
         "--set",
         "subset=256",
+        "--pack",
+        str(pack),
     ]
     env = dict(os.environ, OMP_NUM_THREADS="1")
     proc = subprocess.Popen(
@@ -174,6 +200,10 @@ def test_sigkill_mid_study_then_rerun_finishes_every_cell_exactly_once(tmp_path)
     resumed = store.result_of(store.finished(st)[killed_cell])
     assert resumed["resumed_from"] >= 10
     assert len(resumed["curves"]["test_error"]) == 3
+    if pack == 2:  # its mate (the other seed) resumed from its checkpoint as well
+        variant, depth, seed = killed_cell.split("|")
+        mate = store.result_of(store.finished(st)[f"{variant}|{depth}|{1 - int(seed)}"])
+        assert mate["resumed_from"] >= 10 and mate["packed_with"] == 2
 
 
 def test_diverging_cell_is_recorded_and_the_study_finishes(tmp_path):

@@ -194,12 +194,41 @@ def test_release_requeues_the_running_cell(tmp_path):
     job = launch.WorkerJob()
     job._worker = w
     assert not w.release()  # nothing running in this worker
-    w.current_trial_id = running._trial_id
+    w.current_trial_ids = [running._trial_id]
     job.checkpoint(["rel"])  # what submitit calls on preemption
     trials = store.trials(st)
     assert trials[0].state == TrialState.FAIL
     assert [t.state for t in trials[1:]] == [TrialState.WAITING]
     assert store.cell_key(trials[1]) == store.cell_key(trials[0])
+
+
+@pytest.mark.filterwarnings("ignore:Heartbeat of storage")
+def test_pack_mates_are_kept_alive_by_heartbeats_and_released_together(tmp_path, monkeypatch):
+    for k, v in FAST_HEARTBEAT.items():
+        monkeypatch.setenv(k, v)
+    url = store.default_storage(tmp_path, "mates")
+    st = _new_study(url, "mates", _cells("mates", 3, 4, 2))
+    first, second, third = store.trials(st)
+    assert store.take_waiting(st, second) and store.take_waiting(st, third)
+    assert not store.take_waiting(st, second)  # taken already: nobody takes it twice
+    attrs = store.trials(st)[1].user_attrs
+    assert attrs["pid"] == os.getpid() and attrs[store.CLAIM] == second.number
+    # Beating, the mates outlive the grace period; a silent one is failed and re-queued.
+    with store.Heartbeats(st, [second._trial_id]):
+        time.sleep(5)
+        store.recover(st)  # what a worker does when its queue is empty
+    states = [t.state for t in store.trials(st)]
+    assert states[:3] == [TrialState.WAITING, TrialState.RUNNING, TrialState.FAIL]
+    assert [store.cell_key(t) for t in store.trials(st)[3:]] == [store.cell_key(third)]
+    # A pack is released as a whole (preemption): every cell it holds goes back.
+    w = worker_cli.Worker("mates", url, out=tmp_path, device="cpu", wandb_mode="disabled")
+    running = st.ask()  # the trial optimize would hand the worker: the first cell
+    assert store.cell_key(store.trials(st)[running.number]) == store.cell_key(first)
+    w.current_trial_ids = [running._trial_id, second._trial_id]
+    assert w.release()
+    waiting = Counter(store.cell_key(t) for t in store.trials(st) if t.state == TrialState.WAITING)
+    assert waiting == Counter({store.cell_key(t): 1 for t in (first, second, third)})
+    assert store.complete(st, second._trial_id, {"status": "finished"}, 1.0) is False
 
 
 @pytest.mark.filterwarnings("ignore:Heartbeat of storage")
