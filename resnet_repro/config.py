@@ -12,6 +12,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+import math
 from dataclasses import dataclass
 from typing import Any
 
@@ -118,7 +119,23 @@ class RunConfig:
     eval_every: int = 391
 
     def __post_init__(self) -> None:
-        object.__setattr__(self, "milestones", tuple(int(m) for m in self.milestones))
+        ms = self.milestones
+        if not isinstance(ms, (tuple, list)) or not all(
+            isinstance(m, int) and not isinstance(m, bool) for m in ms
+        ):
+            raise ValueError(
+                f"milestones={ms!r}: allowed values are a tuple of increasing integer "
+                "iterations, e.g. (32000, 48000)"
+            )
+        object.__setattr__(self, "milestones", tuple(ms))
+        for name in ("bn_momentum", "lr", "momentum", "weight_decay"):
+            value = getattr(self, name)
+            if (
+                not isinstance(value, (int, float))
+                or isinstance(value, bool)
+                or not math.isfinite(value)
+            ):
+                raise ValueError(f"{name}={value!r}: allowed values are finite numbers")
         _choice("arch", self.arch, ARCHS)
         _choice("shortcut", self.shortcut, SHORTCUTS)
         _choice("init", self.init, INITS)
@@ -267,8 +284,6 @@ def apply_budget(cfg: RunConfig, budget: str) -> RunConfig:
     }
     if "batch_size" in spec:  # linear scaling rule: keep lr / batch size
         extra["lr"] = cfg.lr * spec["batch_size"] / cfg.batch_size
-    if f == 1.0:
-        extra = spec
     milestones = tuple(sorted({min(iterations - 1, max(1, round(m * f))) for m in cfg.milestones}))
     if iterations < 2:
         milestones = ()

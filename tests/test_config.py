@@ -73,6 +73,14 @@ def test_frozen():
         ("bn_momentum", 0.0, "(0, 1]"),
         ("bn_momentum", 1.5, "(0, 1]"),
         ("crop_pad", -1, ">= 0"),
+        ("lr", "0.1", "finite numbers"),
+        ("lr", float("nan"), "finite numbers"),
+        ("bn_momentum", "x", "finite numbers"),
+        ("bn_momentum", True, "finite numbers"),
+        ("weight_decay", None, "finite numbers"),
+        ("momentum", float("inf"), "finite numbers"),
+        ("milestones", 5, "integer iterations"),
+        ("milestones", (1.5, 2.7), "integer iterations"),
     ],
 )
 def test_invalid_values_name_value_and_allowed(field, value, allowed):
@@ -144,6 +152,11 @@ def test_budgets_scale_iterations_and_milestones_together():
     assert smoke.lr / smoke.batch_size == pytest.approx(0.1 / 128)  # linear scaling rule
     with pytest.raises(ValueError, match="budget='huge'.*'paper', 'short', 'smoke'"):
         apply_budget(RunConfig(), "huge")
+    # A config whose run already has the smoke length still gets the smoke batch's lr,
+    # and applying a budget twice changes nothing more.
+    same_length = apply_budget(RunConfig(iterations=150, milestones=(75,)), "smoke")
+    assert same_length.lr == pytest.approx(0.1 * 32 / 128) and same_length.milestones == (75,)
+    assert apply_budget(smoke, "smoke") == smoke
 
 
 def test_parse_override_types_and_errors():
