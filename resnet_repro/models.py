@@ -63,10 +63,13 @@ class GhostBatchNorm2d(nn.BatchNorm2d):
                 xf = xs.float().transpose(0, 1).reshape(self.splits, self.num_features, -1)
                 mean = xf.mean(dim=2).mean(dim=0)
                 var = xf.var(dim=2, unbiased=True).mean(dim=0)
-                m = self.momentum if self.momentum is not None else 0.1
+                self.num_batches_tracked.add_(1)
+                # momentum None: cumulative average, as nn.BatchNorm2d ("precise" BN)
+                m = self.momentum
+                if m is None:
+                    m = 1.0 / float(self.num_batches_tracked)
                 self.running_mean.mul_(1 - m).add_(mean, alpha=m)
                 self.running_var.mul_(1 - m).add_(var, alpha=m)
-                self.num_batches_tracked.add_(1)
         return y.reshape(n, self.splits, *x.shape[1:]).transpose(0, 1).reshape(x.shape)
 
 

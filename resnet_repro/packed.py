@@ -167,10 +167,12 @@ class _PackedBatchNorm(nn.Module):
                 xf = xs.float().transpose(0, 1).reshape(s, kc, -1)
                 mean = xf.mean(dim=2).mean(dim=0)
                 var = xf.var(dim=2, unbiased=True).mean(dim=0)
-                m = self.momentum if self.momentum is not None else 0.1
+                self.num_batches_tracked.add_(1)
+                m = self.momentum  # None: cumulative average, as GhostBatchNorm2d
+                if m is None:
+                    m = 1.0 / float(self.num_batches_tracked[0])
                 self.running_mean.mul_(1 - m).add_(mean, alpha=m)
                 self.running_var.mul_(1 - m).add_(var, alpha=m)
-                self.num_batches_tracked.add_(1)
         return y.reshape(n, s, *x.shape[1:]).transpose(0, 1).reshape(x.shape)
 
 

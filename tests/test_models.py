@@ -141,8 +141,9 @@ def test_bn_eval_batch_makes_output_depend_on_the_batch():
     assert bn.running_mean is not None and bn.num_batches_tracked.item() == 0
 
 
-def test_precise_statistics_equal_population_statistics():
-    m = build_model(RunConfig(depth=8), seed=0)
+@pytest.mark.parametrize("bn_split", [1, 2])
+def test_precise_statistics_equal_population_statistics(bn_split):
+    m = build_model(RunConfig(depth=8, bn_split=bn_split), seed=0)
     torch.manual_seed(1)
     batches = [torch.randn(16, 3, 32, 32) * 2 + 0.5 for _ in range(4)]
     seen = recompute_bn_statistics(m, iter(batches))
