@@ -1,8 +1,9 @@
 """gap_factorial: attribute the gap across five suspected causes at once.
 
 A 2^(5-1) fractional factorial of resolution V (16 runs per depth and seed; defining
-relation I = ABCDE, i.e. E = ABCD): every main effect and every two-way interaction is
-estimable, aliased only with interactions of order three or more.
+relation I = -ABCDE, i.e. E = -ABCD in +-1 coding: the half fraction that holds the
+paper's protocol, every factor at level 0): every main effect and every two-way
+interaction is estimable, aliased only with interactions of order three or more.
 Level 0 of each factor is the paper's; level 1 is what public reproductions do.
 """
 
@@ -21,10 +22,11 @@ FACTORS = {
 
 
 def design() -> list[dict[str, int]]:
-    """The 16 runs: full 2^4 in A-D, E = A*B*C*D in +-1 coding (levels 0/1)."""
+    """The 16 runs (levels 0/1): full 2^4 in A-D, and E at level 1 where an odd number
+    of A-D are, i.e. E = -ABCD in +-1 coding (so the all-paper run is one of them)."""
     runs = []
     for a, b, c, d in product((0, 1), repeat=4):
-        e = (a + b + c + d) % 2  # +-1 product == parity of the 1-levels
+        e = (a + b + c + d) % 2
         runs.append({"A": a, "B": b, "C": c, "D": d, "E": e})
     return runs
 
