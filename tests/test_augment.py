@@ -153,3 +153,55 @@ def test_normalize_uses_broadcast_statistics():
     x = torch.full((1, 3, 2, 2), 255, dtype=torch.uint8)
     out = normalize(x, torch.tensor([0.5, 0.0, 1.0]).view(3, 1, 1), torch.full((3, 1, 1), 0.5))
     assert torch.allclose(out[0, :, 0, 0], torch.tensor([1.0, 2.0, 0.0]))
+
+
+def _naive(x, dy, dx, flips, crop, pad, mean, std):
+    """One image at a time, written from the definitions (DESIGN.md): pad_zero
+    normalises, then pads with 0 (the mean); pad_black pads raw pixels with 0, then
+    normalises; pad_reflect mirrors the border; then the window at (dy, dx), then the flip."""
+    out = []
+    for i in range(x.shape[0]):
+        img = x[i].double() / 255
+        if crop == "pad_zero":
+            img = torch.nn.functional.pad((img - mean) / std, (pad,) * 4)
+        elif crop == "pad_black":
+            img = torch.nn.functional.pad(img, (pad,) * 4)
+        else:
+            img = torch.nn.functional.pad(img[None], (pad,) * 4, mode="reflect")[0]
+        h, w = x.shape[2:]
+        img = img[:, dy[i] : dy[i] + h, dx[i] : dx[i] + w]
+        if flips[i]:
+            img = img.flip(2)
+        if crop != "pad_zero":  # the mean at the output position
+            img = (img - mean) / std
+        out.append(img)
+    return torch.stack(out).float()
+
+
+@pytest.mark.parametrize("crop", ["pad_zero", "pad_black", "pad_reflect"])
+def test_every_pad_mode_equals_the_naive_definition_at_random_offsets_and_flips(crop, monkeypatch):
+    x = _images(32, seed=5)
+    pad = 3
+    g = torch.Generator().manual_seed(crop.__len__())
+    dy, dx = draw_offsets(32, pad, g)
+    flips = draw_flips(32, g)
+    _forced(monkeypatch, dy, dx, flips)
+    mean = torch.rand(3, 8, 8, generator=g, dtype=torch.float64)  # per-pixel mean image
+    std = torch.rand(3, 1, 1, generator=g, dtype=torch.float64) + 0.5  # per-channel std
+    got = augment(x, crop=crop, pad=pad, flip=True, mean=mean.float(), std=std.float(), generator=g)
+    want = _naive(x, dy, dx, flips, crop, pad, mean, std)
+    torch.testing.assert_close(got, want, rtol=0, atol=ATOL)
+    assert not torch.equal(dy, torch.full_like(dy, pad)) and flips.any() and not flips.all()
+
+
+def test_resized_crop_cuts_the_box_it_draws():
+    x = torch.arange(64, dtype=torch.float32).view(1, 1, 8, 8)  # value = 8 row + column
+    # The left half of the image stretched over the whole output. Output column j sits at
+    # u = (2j + 1) / 8 - 1 (align_corners=False); the box maps it to 0.5 u - 0.5, i.e.
+    # input column ((0.5 u - 0.5 + 1) * 8 - 1) / 2, clamped to the border, read bilinearly.
+    theta = torch.tensor([[[0.5, 0.0, -0.5], [0.0, 1.0, 0.0]]])
+    out = resized_crop(x, theta)
+    u = (2 * torch.arange(8.0) + 1) / 8 - 1
+    col = (((0.5 * u - 0.5 + 1) * 8 - 1) / 2).clamp(0, 7)
+    want = 8 * torch.arange(8.0)[:, None] + col[None, :]
+    torch.testing.assert_close(out[0, 0], want, rtol=0, atol=1e-5)

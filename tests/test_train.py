@@ -254,3 +254,42 @@ def test_structure_key_names_every_field_that_shapes_the_network(field):
     assert repr(a) == repr(b)
     x = torch.randn(4, 3, 32, 32, generator=torch.Generator().manual_seed(0))
     torch.testing.assert_close(b.train()(x), a.train()(x), rtol=0, atol=0)
+
+
+SWITCHES = {
+    "nesterov": True,
+    "momentum": 0.5,
+    "flip": False,
+    "crop_pad": 2,
+    "crop": "pad_black",
+    "normalize": "channel_std",
+    "precision": "bf16",
+    "init": "kaiming_fan_in",
+    "bn_split": 2,
+    "bn_momentum": 0.5,
+    "stem_pool": True,
+    "shortcut": "B",
+    "arch": "plain",
+    "lr": 0.05,
+    "weight_decay": 0.0,
+    "decay_bn": False,
+    "warmup": "fixed",
+}
+
+
+@pytest.mark.parametrize("field, value", SWITCHES.items(), ids=list(SWITCHES))
+def test_every_training_switch_changes_the_run(data, field, value):
+    cfg = TINY.replace(iterations=6, milestones=(4,), eval_every=3)
+    base = _short_run(cfg, data)
+    changed = _short_run(cfg.replace(**{field: value}), data)
+    assert changed != base, field
+
+
+_SHORT_RUNS: dict = {}
+
+
+def _short_run(cfg, data):
+    """The curves (lr, training and test error and loss) of seed 0; cached per config."""
+    if cfg not in _SHORT_RUNS:
+        _SHORT_RUNS[cfg] = train(cfg, 0, data=data).curves
+    return _SHORT_RUNS[cfg]
