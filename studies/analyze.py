@@ -13,20 +13,28 @@ each other), the results contract of DESIGN.md plus what the paper needs:
   ci95_high, paper_error, p_vs_paper, diff_vs_baseline, p_vs_baseline, p_vs_baseline_holm,
   seeds_needed; then extras: boot_low/boot_high (BCa bootstrap of the mean), sem, min, max,
   median, n_excluded (= n_failed + n_diverged), paper_std, paper_n, diff_vs_paper,
-  test_vs_paper, tost_p, equivalent, seeds_needed_vs_paper, test_vs_baseline, paired,
-  n_pairs, ci_diff_low/ci_diff_high (95% interval of diff_vs_baseline), rank_p_vs_baseline,
-  d (effect vs the baseline) and effect_name, seeds_needed_<margin>, arch, metric, study, note.
+  test_vs_paper, tost_test, tost_p, equivalent, seeds_needed_vs_paper, test_vs_baseline,
+  paired, n_pairs, ci_diff_low/ci_diff_high (95% interval of diff_vs_baseline),
+  rank_p_vs_baseline, d (effect vs the baseline) and effect_name, seeds_needed_0.3,
+  seeds_needed_<margin> (only when --margin is not 0.3), arch, metric, study, note.
 - tests.csv (TEST_COLUMNS): every comparison: vs the paper (one-sample t; Welch from the
   paper's summary statistics where it gives mean +- std over n runs, i.e. ResNet-110),
-  equivalence with the paper (TOST within +- margin; statistic = the smaller one-sided t,
-  interval = the 90% one whose inclusion in the margins TOST tests), vs the baseline (paired
-  t and Wilcoxon on matching seeds, Welch and Mann-Whitney where seeds do not match), with
+  equivalence with the paper (TOST within +- margin, test "tost_one_sample" against the
+  paper's number taken as exact, or "tost_welch_summary": two one-sided Welch tests from the
+  paper's mean +- std where it gives one, i.e. ResNet-110; statistic = the smaller one-sided
+  t, interval = the 90% one of the same form whose inclusion in the margins TOST tests), vs
+  the baseline (paired t and Wilcoxon on matching seeds, Welch and Mann-Whitney where seeds
+  do not match), with
   estimate (a difference in points), interval, statistic, p, Holm-adjusted p and effect size
   (d_z paired, Hedges' g unpaired, Cohen's d vs the paper); rows that cannot be computed
   (n < 2) are kept with computable = False and the reason in `note`.
-- selection_bias.csv: final minus best test error (what reporting the best epoch buys).
-- factorial studies (Study.factors): factorial_effects.csv, anova.csv (Type II),
-  factorial_mixed.csv (random seed intercept), factorial_ranking.csv (share of the gap).
+- selection_bias.csv: final minus best test error (what reporting the best epoch buys),
+  over all runs ("all") and per cell, averaged per seed first: n = seeds, n_runs = runs.
+- factorial studies (Study.factors): factorial_effects.csv (with p_holm: Holm within each
+  depth over the main effects, and over the interactions), anova.csv (Type II),
+  factorial_mixed.csv (random seed intercept), factorial_ranking.csv (share of the predicted
+  gap: each main effect over their sum, the model's predicted all-reproduction-levels minus
+  paper-protocol difference; see stats.factorial_analysis).
 - summary/tests (and factorial) tables as LaTeX (booktabs) and Markdown; figures
   fig6_curves, edf, forest as PDF and PNG (studies.plots); meta.json (settings, counts).
 
@@ -37,16 +45,19 @@ number is not computable and say why in `note`; nothing raises on them.
 
 Which p goes where. p_vs_paper: Welch from summary statistics where the paper gives a std and
 n >= 2 (it counts the paper's own seed noise; ResNet-110: 6.61 +- 0.16, n = 5), else the
-one-sample t-test against the paper's number treated as exact. p_vs_baseline: the paired
+one-sample t-test against the paper's number treated as exact; tost_p (and tost_test) of the
+same form. p_vs_baseline: the paired
 t-test when >= 2 seeds match, else Welch. p_vs_baseline_holm: Holm (1979) over all the
 study's vs-baseline t-tests (every variant at every depth). In tests.csv, `p_holm` is Holm
 within each `family` (comparison and kind of test) of the study.
 
 Power (alpha 0.05, power 0.8, two-sided): seeds_needed = seeds (pairs) to detect the
 observed difference from the baseline, with the sd of the paired differences (or the
-within-arm sd, unpaired); `seeds_needed_<margin>` = the same for a difference of `margin`
-points (for the baseline row: two independent arms with its own sd, pairing ignored);
-seeds_needed_vs_paper = runs to detect the observed difference from the paper.
+within-arm sd, unpaired); `seeds_needed_0.3` = the same for a fixed difference of 0.3
+points, whatever --margin (for the baseline row: two independent arms with its own sd,
+pairing ignored); `seeds_needed_<margin>`, only when --margin is not 0.3, = the same for a
+difference of `margin` points; seeds_needed_vs_paper = runs to detect the observed
+difference from the paper.
 
 References: He et al. 2015, arXiv:1512.03385 (Table 6, Figure 6); Holm 1979; Schuirmann
 1987 (TOST); Welch 1947; Wilcoxon 1945; Cohen 1988 (d_z, power); Hedges 1981 (g); Box,
@@ -83,6 +94,10 @@ from studies import stats as S
 NAN = float("nan")
 ALPHA = 0.05  # two-sided significance level of every test and power calculation
 POWER = 0.8
+# The fixed difference (points) of the power column `seeds_needed_0.3` (issue 4: "a
+# 0.3-point difference"), whatever the TOST margin.
+POWER_DIFF = 0.3
+POWER_COL = f"seeds_needed_{POWER_DIFF:g}"
 METRICS = {"final": "final_test_error", "best": "best_test_error"}
 METRIC_LABEL = {"final": "final test error", "best": "best test error over evaluations"}
 
@@ -107,7 +122,8 @@ TEST_COLUMNS = (
 TEST_KIND = {
     "one_sample_t": "t",
     "welch_t_summary": "welch",
-    "tost": "tost",
+    "tost_one_sample": "tost",
+    "tost_welch_summary": "tost",
     "paired_t": "t",
     "welch_t": "t",
     "wilcoxon": "rank",
@@ -125,7 +141,7 @@ class Analysis:
 
     study: str
     metric: str  # "final" or "best"
-    margin: float  # TOST equivalence margin and power target, points
+    margin: float  # TOST equivalence margin, points (also a power target when not 0.3)
     directory: Path
     runs: pd.DataFrame
     curves: pd.DataFrame
@@ -308,18 +324,6 @@ def _welch_summary(
     return diff - t * se, diff + t * se, g, ""
 
 
-def _tost_interval(x: np.ndarray, paper_mean: float) -> tuple[float, float]:
-    """The (1 - 2 alpha) t interval of mean - paper: TOST rejects iff it lies in the margins."""
-    if x.size < 2:
-        return NAN, NAN
-    mean = float(np.mean(x))
-    sem = float(sps.sem(x))
-    if not sem > 0:
-        return mean - paper_mean, mean - paper_mean
-    low, high = sps.t.interval(1 - 2 * ALPHA, x.size - 1, loc=mean, scale=sem)
-    return float(low) - paper_mean, float(high) - paper_mean
-
-
 def _test_row(**kw: Any) -> dict[str, Any]:
     row = dict.fromkeys(TEST_COLUMNS, NAN)
     row.update(kw)
@@ -334,13 +338,22 @@ def _notes(*notes: str) -> str:
     return "; ".join(dict.fromkeys(n for n in notes if n))
 
 
-# Extras of summary.csv after SUMMARY_COLUMNS (then seeds_needed_<margin>, arch, metric, study,
-# note); NaN or "" until computed.
+# Extras of summary.csv after SUMMARY_COLUMNS (then seeds_needed_0.3, seeds_needed_<margin>
+# when the margin is not 0.3, arch, metric, study, note); NaN or "" until computed.
 SUMMARY_EXTRAS = (
     "boot_low boot_high sem min max median n_excluded n_failed n_diverged paper_std paper_n "
-    "diff_vs_paper test_vs_paper tost_p equivalent seeds_needed_vs_paper test_vs_baseline "
-    "paired n_pairs ci_diff_low ci_diff_high rank_p_vs_baseline d effect_name"
+    "diff_vs_paper test_vs_paper tost_test tost_p equivalent seeds_needed_vs_paper "
+    "test_vs_baseline paired n_pairs ci_diff_low ci_diff_high rank_p_vs_baseline d effect_name"
 ).split()
+
+
+def power_columns(margin: float) -> list[str]:
+    """The summary's power-target columns: seeds_needed_0.3 always, then
+    seeds_needed_<margin> when the TOST margin is another difference."""
+    cols = [POWER_COL]
+    if f"seeds_needed_{margin:g}" != POWER_COL:
+        cols.append(f"seeds_needed_{margin:g}")
+    return cols
 
 
 def summarise(
@@ -410,12 +423,12 @@ def _summarise_cell(
     x = inc["analysed_error"].to_numpy(dtype=float)
     arch = str(cell["arch"].iloc[0])
     desc = S.describe(x, seed=seed, n_boot=n_boot)
-    power_col = f"seeds_needed_{margin:g}"
+    targets = {col: float(col.removeprefix("seeds_needed_")) for col in power_columns(margin)}
     row: dict[str, Any] = dict(variant=variant, depth=depth)
-    row.update(dict.fromkeys([*SUMMARY_COLUMNS, *SUMMARY_EXTRAS, power_col], NAN))
+    row.update(dict.fromkeys([*SUMMARY_COLUMNS, *SUMMARY_EXTRAS, *targets], NAN))
     row.update({k: desc[k] for k in ("n", "mean", "std", "ci95_low", "ci95_high", "sem")})
     row.update({k: desc[k] for k in ("boot_low", "boot_high", "min", "max", "median")})
-    row.update(test_vs_paper="", test_vs_baseline="", effect_name="")
+    row.update(test_vs_paper="", tost_test="", test_vs_baseline="", effect_name="")
     row.update(
         n_excluded=int(len(cell) - len(inc)),
         n_failed=int((cell["status"] == "failed").sum()),
@@ -436,11 +449,12 @@ def _summarise_cell(
         tests += paper_tests
         notes.append(note)
     if variant == study.baseline:
-        # Seeds per arm for a future variant to show `margin` points against this baseline,
-        # ignoring the gain from pairing (its sd of differences is unknown yet).
-        row[power_col] = S.seeds_needed(margin, desc["std"], paired=False, alpha=ALPHA, power=POWER)
+        # Seeds per arm for a future variant to show 0.3 (or `margin`) points against this
+        # baseline, ignoring the gain from pairing (its sd of differences is unknown yet).
+        for col, diff in targets.items():
+            row[col] = S.seeds_needed(diff, desc["std"], paired=False, alpha=ALPHA, power=POWER)
     else:
-        fields, base_tests, note = _vs_baseline(inc, base, study.baseline, margin, seed, n_boot)
+        fields, base_tests, note = _vs_baseline(inc, base, study.baseline, targets, seed, n_boot)
         row.update(fields)
         tests += [dict(t, **common) for t in base_tests]
         notes.append(note)
@@ -459,7 +473,16 @@ def _vs_paper(
         paper_std=paper.std if with_stats else None,
         paper_n=paper.n if with_stats else None,
     )
-    tost = S.tost_vs_paper(x, paper.error, margin, alpha=ALPHA)
+    # Where the paper gives mean +- std over n >= 2 runs (ResNet-110), the TOST counts that
+    # spread too (Welch form), as p_vs_paper does; elsewhere the paper's run is taken as exact.
+    tost = S.tost_vs_paper(
+        x,
+        paper.error,
+        margin,
+        paper_std=paper.std if with_stats else None,
+        paper_n=paper.n if with_stats else None,
+        alpha=ALPHA,
+    )
     ref = dict(common, reference="paper", n=r["n"], n_reference=paper.n or NAN, ci_level=0.95)
     tests = [
         _test_row(
@@ -478,8 +501,10 @@ def _vs_paper(
         )
     ]
     p_used, test_used = r["p"], "one_sample_t"
+    effect, effect_name = r["effect"], r["effect_name"]
     if with_stats:
         low, high, g, why = _welch_summary(x, paper, r["welch_df"])
+        effect, effect_name = g, "hedges_g"
         tests.append(
             _test_row(
                 **ref,
@@ -498,23 +523,28 @@ def _vs_paper(
         )
         p_used, test_used = r["welch_p"], "welch_t_summary"
     computable = bool(np.isfinite(tost["p"]))
-    t_low, t_high = _tost_interval(x, paper.error)
     verdict = "equivalent" if tost["equivalent"] else "equivalence not shown"
+    form = (
+        "two one-sided Welch t-tests from the paper's mean +- sd"
+        if tost["test"] == "tost_welch_summary"
+        else f"two one-sided one-sample t-tests, paper {paper.error} treated as exact"
+    )
     tests.append(
         _test_row(
-            **dict(ref, ci_level=1 - 2 * ALPHA),
+            **dict(ref, ci_level=tost["ci_level"]),
             comparison="equivalence_paper",
-            test="tost",
+            test=tost["test"],
             estimate=tost["diff"],
-            ci_low=t_low,
-            ci_high=t_high,
+            # The (1 - 2 alpha) interval of the same form: TOST rejects iff it lies in +-margin.
+            ci_low=tost["ci_low"],
+            ci_high=tost["ci_high"],
             # The binding one of the two one-sided tests.
             statistic=min(tost["t_low"], -tost["t_upp"]) if computable else NAN,
             df=tost["df"],
             p=tost["p"],
-            effect=r["effect"],
-            effect_name=r["effect_name"],
-            note=_notes(tost["note"], f"equivalence margin +-{margin:g} points; {verdict}"),
+            effect=effect,
+            effect_name=effect_name,
+            note=_notes(tost["note"], f"{form}; margin +-{margin:g} points; {verdict}"),
         )
     )
     fields = dict(
@@ -524,6 +554,7 @@ def _vs_paper(
         paper_n=paper.n if paper.n is not None else NAN,
         diff_vs_paper=r["diff"],
         test_vs_paper=test_used,
+        tost_test=tost["test"],
         tost_p=tost["p"],
         equivalent=bool(tost["equivalent"]) if computable else NAN,
         seeds_needed_vs_paper=S.seeds_needed(
@@ -534,10 +565,16 @@ def _vs_paper(
 
 
 def _vs_baseline(
-    inc: pd.DataFrame, base: pd.DataFrame, baseline: str, margin: float, seed: int, n_boot: int
+    inc: pd.DataFrame,
+    base: pd.DataFrame,
+    baseline: str,
+    targets: dict[str, float],
+    seed: int,
+    n_boot: int,
 ) -> tuple[dict[str, Any], list[dict[str, Any]], str]:
     """(summary fields, test rows, note) of a variant's included runs against the baseline's:
-    paired on matching seeds when >= 2 match (stats.compare_to_baseline), else unpaired."""
+    paired on matching seeds when >= 2 match (stats.compare_to_baseline), else unpaired.
+    targets: power column -> fixed difference (points) it is computed for."""
     x = inc["analysed_error"].to_numpy(dtype=float)
     b = base["analysed_error"].to_numpy(dtype=float)
     cmp = S.compare_to_baseline(
@@ -608,18 +645,21 @@ def _vs_baseline(
         "rank_p_vs_baseline": rank_p,
         "d": cmp["effect"],
         "effect_name": effect_name,
-        f"seeds_needed_{margin:g}": S.seeds_needed(
-            margin, sd, paired=paired, alpha=ALPHA, power=POWER
-        ),
     }
+    for col, diff in targets.items():
+        fields[col] = S.seeds_needed(diff, sd, paired=paired, alpha=ALPHA, power=POWER)
     return fields, tests, note
 
 
 def selection_bias_table(runs: pd.DataFrame, *, seed: int = 0, n_boot: int = 2000) -> pd.DataFrame:
     """Final minus best test error (points) over all finished runs, then per (variant, depth).
 
-    Columns: scope ("all" or "cell"), variant, depth, n, mean, std, ci95_low, ci95_high,
-    boot_low, boot_high, note.
+    Every row is averaged per seed first (stats.selection_bias with seeds), and its mean and
+    intervals are over seeds: n = seeds, n_runs = the runs behind them. For "all" this
+    matters: the variants and depths of a study share each seed's initialisation and data
+    order (eval-only variants even share one training), so its runs are not independent.
+    Columns: scope ("all" or "cell"), variant, depth, n (seeds), n_runs, n_nan, unit, mean,
+    std, ci95_low, ci95_high, boot_low, boot_high, note.
     """
     done = runs[runs["status"] == "finished"]
     rows = []
@@ -630,11 +670,13 @@ def selection_bias_table(runs: pd.DataFrame, *, seed: int = 0, n_boot: int = 200
         r = S.selection_bias(
             g["best_test_error"].to_numpy(dtype=float),
             g["final_test_error"].to_numpy(dtype=float),
+            seeds=g["seed"].to_numpy(),
             seed=seed,
             n_boot=n_boot,
         )
         rows.append(dict(scope=scope, variant=variant, depth=depth, **r))
-    cols = ["scope", "variant", "depth", "n", "n_nan", "mean", "std", "ci95_low", "ci95_high"]
+    cols = ["scope", "variant", "depth", "n", "n_runs", "n_nan", "unit", "mean", "std"]
+    cols += ["ci95_low", "ci95_high"]
     out = pd.DataFrame(rows, columns=[*cols, "boot_low", "boot_high", "note"])
     out["depth"] = out["depth"].astype("Int64")  # blank, not NaN-as-float, for "all"
     return out
@@ -668,10 +710,21 @@ def factorial_by_depth(study: Study, runs: pd.DataFrame) -> dict[int, dict[str, 
     return out
 
 
+SHARE_NOTE = (
+    "share = effect / predicted_gap; predicted_gap = sum of the main effects = the model's "
+    "predicted error of every factor at its reproduction level minus the paper's protocol "
+    "(two-way interactions cancel between these opposite corners); p_holm: Holm over the "
+    "main effects at this depth"
+)
+
+
 def factorial_frames(
     study: Study, results: dict[int, dict[str, Any]], metric: str
 ) -> dict[str, pd.DataFrame]:
-    """The factorial CSVs as DataFrames: effects, anova, mixed, ranking (depth column first)."""
+    """The factorial CSVs as DataFrames: effects, anova, mixed, ranking (depth column first).
+
+    factorial_ranking: rank, factor, effect, share, p, p_holm (stats.factorial_analysis), then
+    ci_low, ci_high, paper_level, reproduction_level, predicted_gap (+ its interval), note."""
     eff, anova, mixed, rank = [], [], [], []
     for depth, r in results.items():
         note = r.get("note", "")
@@ -703,9 +756,13 @@ def factorial_frames(
             ci = r["effects"].set_index("term")
             k["ci_low"] = k["factor"].map(ci["ci_low"])
             k["ci_high"] = k["factor"].map(ci["ci_high"])
-            k["p"] = k["factor"].map(ci["p"])
             k["paper_level"] = k["factor"].map(lambda f: study.factors[f][0])
             k["reproduction_level"] = k["factor"].map(lambda f: study.factors[f][1])
+            gap = r.get("predicted_gap") or {}
+            k["predicted_gap"] = gap.get("effect", NAN)
+            k["predicted_gap_ci_low"] = gap.get("ci_low", NAN)
+            k["predicted_gap_ci_high"] = gap.get("ci_high", NAN)
+            k["note"] = SHARE_NOTE
             rank.append(k)
 
     def cat(frames: list[pd.DataFrame], cols: list[str]) -> pd.DataFrame:
@@ -718,7 +775,9 @@ def factorial_frames(
         factorial_effects=cat(eff, ["depth", "term", "kind", "effect", "ci_low", "ci_high"]),
         anova=cat(anova, ["depth", "term", "sum_sq", "df", "F", "PR(>F)"]),
         factorial_mixed=cat(mixed, ["depth", "term", "effect", "ci_low", "ci_high", "p"]),
-        factorial_ranking=cat(rank, ["depth", "rank", "factor", "effect", "share"]),
+        factorial_ranking=cat(
+            rank, ["depth", "rank", "factor", "effect", "share", "p", "p_holm", "predicted_gap"]
+        ),
     )
 
 
@@ -830,6 +889,7 @@ def summary_display(summary: pd.DataFrame, margin: float) -> pd.DataFrame:
                 "diff vs baseline": _signed(r["diff_vs_baseline"]),
                 "p (Holm)": _fmt_p(r["p_vs_baseline_holm"]),
                 "seeds needed": _fmt_int(r["seeds_needed"]),
+                f"seeds for {POWER_DIFF:g}": _fmt_int(r.get(POWER_COL, NAN)),
                 "excluded": _fmt(r.get("n_excluded", 0)),
             }
         )
@@ -873,6 +933,7 @@ def effects_display(effects: pd.DataFrame) -> pd.DataFrame:
                 "effect (points)": _signed(r.get("effect", NAN)),
                 "95% CI": _fmt_ci(r.get("ci_low", NAN), r.get("ci_high", NAN)),
                 "p": _fmt_p(r.get("p", NAN)),
+                "p (Holm)": _fmt_p(r.get("p_holm", NAN)),
             }
             for r in effects.to_dict("records")
             if r.get("term")
@@ -890,11 +951,17 @@ def ranking_display(ranking: pd.DataFrame) -> pd.DataFrame:
                 "paper -> reproduction": f"{r['paper_level']} -> {r['reproduction_level']}",
                 "effect (points)": _signed(r["effect"]),
                 "95% CI": _fmt_ci(r["ci_low"], r["ci_high"]),
-                "share of gap": f"{r['share']:.0%}" if np.isfinite(r["share"]) else "--",
+                "p (Holm)": _fmt_p(r.get("p_holm", NAN)),
+                "share of predicted gap": _fmt_share(r["share"]),
+                "predicted gap": _signed(r.get("predicted_gap", NAN)),
             }
             for r in ranking.to_dict("records")
         ]
     )
+
+
+def _fmt_share(x: float) -> str:
+    return f"{x:.0%}" if np.isfinite(x) else "--"
 
 
 def write_table(
@@ -954,9 +1021,10 @@ def verdict(
     if len(bias):
         b = bias.iloc[0]
         lines.append("")
+        runs_text = f" ({b['n_runs']} runs averaged per seed)" if "n_runs" in b else ""
         lines.append(
             f"selection bias (final - best test error): mean {_fmt(b['mean'])} points, "
-            f"95% CI {_fmt_ci(b['ci95_low'], b['ci95_high'])}, n = {b['n']} runs"
+            f"95% CI {_fmt_ci(b['ci95_low'], b['ci95_high'])}, n = {b['n']} seeds{runs_text}"
         )
     for depth, r in factorial.items():
         ranking = r.get("ranking")
@@ -967,8 +1035,11 @@ def verdict(
             f"{k.factor} {k.effect:+.2f}" + (f" ({k.share:.0%})" if np.isfinite(k.share) else "")
             for k in ranking.itertuples()
         ]
+        gap = (r.get("predicted_gap") or {}).get("effect", NAN)
         lines.append(
-            f"factorial, depth {depth}, causes by effect (share of gap): " + ", ".join(parts)
+            f"factorial, depth {depth}, causes by effect (share of the predicted gap "
+            f"{_signed(gap)} points = sum of main effects, all reproduction levels minus the "
+            "paper's protocol): " + ", ".join(parts)
         )
     return "\n".join(lines)
 
@@ -1075,7 +1146,8 @@ def _tables(
             summary_display(summary, margin),
             f"{study.name}: {label} (%), mean over seeds ({_n_text(summary)}); baseline "
             f"{study.baseline}; p vs paper; diff vs baseline with Holm-adjusted p; seeds "
-            f"needed for power {POWER} at alpha {ALPHA}.",
+            f"needed (per arm) for power {POWER} at alpha {ALPHA} to detect the observed "
+            f"difference and a {POWER_DIFF:g}-point difference.",
         ),
         "tests": (tests_display(csvs["tests"]), f"{study.name}: every test on the {label} (%)."),
     }
@@ -1083,11 +1155,16 @@ def _tables(
         tables["factorial_effects"] = (
             effects_display(csvs["factorial_effects"]),
             f"{study.name}: main effects and two-way interactions on the {label} (points), "
-            "moving each factor from the paper's level to the reproduction's.",
+            "moving each factor from the paper's level to the reproduction's; p (Holm): Holm "
+            "within each depth, over the main effects and separately over the interactions.",
         )
         tables["factorial_ranking"] = (
             ranking_display(csvs["factorial_ranking"]),
-            f"{study.name}: suspected causes ranked by main effect on the {label}.",
+            f"{study.name}: suspected causes ranked by main effect on the {label}. Predicted "
+            "gap: the sum of the main effects, i.e. the model's predicted error with every "
+            "factor at its reproduction level minus the paper's protocol (two-way interactions "
+            "cancel between these opposite corners); share: effect / predicted gap (negative "
+            "for a factor that narrows it); p (Holm): Holm over the main effects at each depth.",
         )
     return tables
 

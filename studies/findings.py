@@ -234,6 +234,10 @@ def vs_paper_sentence(res: StudyResults, r: dict[str, Any], m: Macros) -> str:
     tost = r.get("tost_p")
     if _finite(tost):
         tp = _p_phrase(tost, m.use((*key, "TOSTP")), "TOST")
+        # The TOST has the form of the test above: Welch from the paper's mean +- sd where
+        # the paper gives one (ResNet-110), else one-sample against its number as exact.
+        if str(r.get("tost_test")) == "tost_welch_summary":
+            tp += ", two one-sided Welch tests from the paper's mean $\\pm$ sd"
         if _is_true(r.get("equivalent")):
             out += f"; it is equivalent to the paper within $\\pm{res.margin:g}$ points ({tp})."
         else:

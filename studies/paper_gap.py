@@ -1,10 +1,18 @@
 """The gap attribution of the paper (gap.tex): for each factorial study, the suspected causes
-ranked by main effect (table, with share of the positive effects), one paragraph per depth
-setting their sum against the public reproduction's gap to Table 6, and the two-way
-interactions, Holm-adjusted.
+ranked by main effect (table, with each cause's share of the predicted gap), one paragraph
+per depth setting the predicted gap against the public reproduction's gap to Table 6, and
+the two-way interactions.
+
+The predicted gap is the sum of the main effects: with -1/+1 coding, the model's predicted
+error with every factor at its reproduction level minus that of the paper's protocol (each
+two-way term is +1 at both of these opposite corners and cancels). A cause's share is its
+main effect over that sum, negative for a cause whose reproduction level narrows the gap.
+"Significant" means Holm-adjusted p < alpha (Holm 1979), within each depth: over the main
+effects, and separately over the two-way interactions.
 
 Inputs: factorial_ranking.csv and factorial_effects.csv of studies.analyze (OLS on
-effect-coded factors); the gap from resnet_repro.reference (He et al. 2015, Table 6).
+effect-coded factors, stats.factorial_analysis); the gap from resnet_repro.reference (He et
+al. 2015, Table 6).
 """
 
 from __future__ import annotations
@@ -65,8 +73,15 @@ def _gap_one(res: StudyResults, m: Macros) -> str:
         "common reproduction level in one design, so each main effect is estimated with every "
         "other factor averaged over both of its levels, and the two-way interactions are "
         "estimated too (OLS on effect-coded factors; an effect is the change in error when the "
-        "factor leaves the paper's level)."
+        "factor leaves the paper's level). The model's predicted difference between the design "
+        "with every factor at its reproduction level and the paper's protocol is the sum of "
+        "the main effects (the two-way interactions cancel between these opposite corners); "
+        "each cause's share is its effect over that sum, negative for a cause that narrows "
+        "the gap. A main effect or interaction is called significant when its Holm-adjusted "
+        "$p$ is below $\\alpha$, adjusted within each depth over the main effects and "
+        "separately over the interactions."
     ]
+    ranking = _with_holm(ranking, "depth")
     rows = []
     for r in ranking.to_dict("records"):
         d, f = int(r["depth"]), r["factor"]
@@ -75,6 +90,7 @@ def _gap_one(res: StudyResults, m: Macros) -> str:
         m.add((*key, "Low"), num(r.get("ci_low")), "")
         m.add((*key, "High"), num(r.get("ci_high")), "")
         m.add((*key, "P"), pval(r.get("p")), "")
+        m.add((*key, "PHolm"), pval(r.get("p_holm")), "Holm over the main effects at this depth")
         share = f"{float(r['share']) * 100:.0f}\\%" if _finite(r.get("share")) else "--"
         m.add((*key, "Share"), share, "")
         rows.append(
@@ -86,41 +102,57 @@ def _gap_one(res: StudyResults, m: Macros) -> str:
                 signed(r["effect"]),
                 ci(r.get("ci_low"), r.get("ci_high")),
                 pval(r.get("p")),
+                pval(r.get("p_holm")),
                 share,
             ]
         )
     out.append(
         latex_table(
             ["depth", "rank", "factor", "paper $\\to$ reproduction", "effect", "95\\% CI", "$p$"]
-            + ["share"],
+            + ["$p_{\\mathrm{Holm}}$", "share"],
             rows,
-            align="rrllrrrr",
+            align="rrllrrrrr",
             caption=f"{tt(name)}: suspected causes ranked by main effect on the "
-            f"{res.metric_label} (points); share: the effect over the sum of the positive main "
-            "effects.",
+            f"{res.metric_label} (points); $p_{{\\mathrm{{Holm}}}}$: Holm over the main "
+            "effects at each depth; share: the effect over the sum of the main effects, which "
+            "is the model's predicted difference between every factor at its reproduction "
+            "level and the paper's protocol (negative: the factor narrows the gap).",
             label=label("tab", name, "ranking"),
         )
     )
     for depth in sorted({int(d) for d in ranking["depth"]}):
-        out.append(_gap_prose(res, depth, m))
+        out.append(_gap_prose(res, ranking, depth, m))
     if effects is not None and len(effects):
         out.append(_interactions(res, m))
     return "\n\n".join(out) + "\n"
 
 
-def _gap_prose(res: StudyResults, depth: int, m: Macros) -> str:
+def _with_holm(df: pd.DataFrame, by: str) -> pd.DataFrame:
+    """df with p_holm: kept where analyze wrote it, else Holm over `p` within each `by` group
+    (an analysis from before the column existed)."""
+    if "p_holm" in df and df["p_holm"].notna().any():
+        return df
+    out = df.copy()
+    out["p_holm"] = np.nan
+    for _, idx in out.groupby(out[by].astype(int)).groups.items():
+        out.loc[idx, "p_holm"] = S.holm(out.loc[idx, "p"].to_numpy(dtype=float))
+    return out
+
+
+def _gap_prose(res: StudyResults, ranking: pd.DataFrame, depth: int, m: Macros) -> str:
     name = res.study.name
-    rank = res.ranking[res.ranking["depth"].astype(int) == depth].sort_values("rank")
+    rank = ranking[ranking["depth"].astype(int) == depth].sort_values("rank")
     parts = []
     for r in rank.to_dict("records"):
         f = r["factor"]
         key = (name, "Factor", f, "D", depth)
-        p = r.get("p")
+        p, p_holm = r.get("p"), r.get("p_holm")
         if _finite(p):
-            verdict = "significant" if float(p) < res.alpha else "not significant"
+            verdict = "significant after Holm" if float(p_holm) < res.alpha else "not significant"
             stat = (
                 f"95\\% CI [{m.use((*key, 'Low'))}, {m.use((*key, 'High'))}], "
-                f"{_p_phrase(p, m.use((*key, 'P')))}, {verdict}"
+                f"{_p_phrase(p, m.use((*key, 'P')))}, "
+                f"{_p_phrase(p_holm, m.use((*key, 'PHolm')), 'Holm')}, {verdict}"
             )
         else:
             stat = "no interval: one seed saturates the design"
@@ -128,13 +160,19 @@ def _gap_prose(res: StudyResults, depth: int, m: Macros) -> str:
             f"{tt(f)} ({tt(r.get('paper_level'))} $\\to$ {tt(r.get('reproduction_level'))}) "
             f"{m.use((*key, 'Effect'))} points ({stat})"
         )
-    pos = rank[rank["effect"] > 0]
-    total = float(pos["effect"].sum()) if len(pos) else 0.0
-    m.add((name, "D", depth, "PositiveEffects"), num(total), f"{name}: sum of positive effects")
+    total = float(rank["effect"].sum())
+    gap_key = (name, "D", depth, "PredictedGap")
+    m.add(gap_key, signed(total), f"{name}: sum of main effects (predicted gap)")
+    interval = ""
+    if "predicted_gap_ci_low" in rank and _finite(rank["predicted_gap_ci_low"].iloc[0]):
+        m.add((*gap_key, "Low"), num(rank["predicted_gap_ci_low"].iloc[0]), "")
+        m.add((*gap_key, "High"), num(rank["predicted_gap_ci_high"].iloc[0]), "")
+        interval = f" (95\\% CI [{m.use((*gap_key, 'Low'))}, {m.use((*gap_key, 'High'))}])"
     text = (
         f"At depth {depth}, ordered by main effect: " + "; ".join(parts) + ". "
-        f"The factors whose reproduction level raises the error add up to "
-        f"{m.use((name, 'D', depth, 'PositiveEffects'))} points"
+        f"The main effects sum to {m.use(gap_key)} points{interval}: the model's predicted "
+        "error with every suspected cause at its reproduction level minus that of the paper's "
+        "protocol (the two-way interactions cancel between these opposite corners)"
     )
     gap = R.REPRODUCTION["resnet"].get(depth)
     paper = R.TABLE6.get(depth)
@@ -148,7 +186,7 @@ def _gap_prose(res: StudyResults, depth: int, m: Macros) -> str:
             f"; the public reproduction reports no number at depth {depth}, so the sum cannot "
             "be set against its gap."
         )
-    return text
+    return text + " Each share in the table is a main effect over this sum."
 
 
 def _interactions(res: StudyResults, m: Macros) -> str:
@@ -160,8 +198,8 @@ def _interactions(res: StudyResults, m: Macros) -> str:
     finite = np.isfinite(p)
     if not finite.any():
         return f"The {len(inter)} two-way interactions have no $p$-values (the model is saturated)."
-    adj = np.full_like(p, np.nan)
-    adj[finite] = S.holm(p[finite])
+    # Holm within each depth, as for the main effects.
+    adj = _with_holm(inter, "depth")["p_holm"].to_numpy(dtype=float)
     sig = inter[np.nan_to_num(adj, nan=1.0) < res.alpha]
     name = res.study.name
     m.add((name, "NInteractions"), str(int(finite.sum())), f"{name}: interactions tested")
@@ -169,7 +207,8 @@ def _interactions(res: StudyResults, m: Macros) -> str:
     text = (
         f"Of the {m.use((name, 'NInteractions'))} two-way interactions, "
         f"{m.use((name, 'NInteractionsSignificant'))} "
-        f"{'is' if len(sig) == 1 else 'are'} significant after Holm correction"
+        f"{'is' if len(sig) == 1 else 'are'} significant after Holm correction within "
+        "their depth"
     )
     if len(sig):
         items = ", ".join(

@@ -21,6 +21,7 @@ import ablations
 from ablations import Study
 from resnet_repro import config as C
 from resnet_repro import reference as R
+from studies import stats as S
 from studies.findings import Finding, setup_caveat
 from studies.latex import Macros, _finite, _is_true, integer, label, num, signed, tex_escape, tt
 from studies.paper_results import (
@@ -32,6 +33,10 @@ from studies.paper_results import (
 
 # The directory under the paper directory that studies.paper rewrites.
 GENERATED = "generated"
+# The fixed difference (points) of summary.csv's power column seeds_needed_0.3
+# (studies.analyze.POWER_DIFF), whatever the analysis' TOST margin.
+POWER_DIFF = 0.3
+POWER_COL = f"seeds_needed_{POWER_DIFF:g}"
 
 
 def _variants_text(study: Study) -> str:
@@ -229,6 +234,45 @@ def define_global_numbers(results: dict[str, StudyResults], m: Macros) -> None:
     m.add(("Num", "Runs", "Total"), str(n_runs), "analysed runs over every study")
 
 
+def selection_text(runs: pd.DataFrame, m: Macros) -> str:
+    """The selection-bias paragraph: final minus best test error over every finished run of
+    the build, averaged per seed first (stats.selection_bias with seeds), because runs that
+    share a seed share initialisation and data order (eval-only variants even one training):
+    the mean and its t interval are over seeds, n = seeds. "" without usable runs."""
+    cols = {"status", "seed", "best_test_error", "final_test_error"}
+    if runs.empty or not cols <= set(runs.columns):
+        return ""
+    done = runs[runs["status"] == "finished"]
+    r = S.selection_bias(
+        done["best_test_error"].to_numpy(dtype=float),
+        done["final_test_error"].to_numpy(dtype=float),
+        seeds=done["seed"].to_numpy(),
+        n_boot=0,  # the text gives the t interval; no bootstrap, nothing random
+    )
+    if not _finite(r["mean"]):
+        return ""
+    key = ("Selection", "Bias")
+    m.add((*key, "Mean"), num(r["mean"]), "final minus best test error, points, over seeds")
+    m.add((*key, "Low"), num(r["ci95_low"]), "95% t interval over seeds")
+    m.add((*key, "High"), num(r["ci95_high"]), "")
+    m.add((*key, "N"), str(r["n"]), "seeds behind it (n)")
+    m.add((*key, "N", "Runs"), str(r["n_runs"]), "finished runs averaged per seed")
+    interval = (
+        f", 95\\% CI [{m.use((*key, 'Low'))}, {m.use((*key, 'High'))}]"
+        if _finite(r["ci95_low"])
+        else ""
+    )
+    return (
+        "\\emph{Selection.} The reproduction reports the best test error over all epochs, a "
+        "choice made on the test set. Over the "
+        f"{m.use((*key, 'N', 'Runs'))} finished runs here, averaged per seed first because "
+        "runs with the same seed share initialisation and data order, the final error exceeds "
+        f"the best one by {m.use((*key, 'Mean'))} points on average ($n = "
+        f"{m.use((*key, 'N'))}$ seeds{interval}; per-study intervals in "
+        "selection\\_bias.csv); the analyses here use the final error."
+    )
+
+
 def threats_text(results: dict[str, StudyResults], m: Macros) -> str:
     """Threats to validity that depend on the results: setting, n, exclusions, selection."""
     if not results:
@@ -259,20 +303,19 @@ def threats_text(results: dict[str, StudyResults], m: Macros) -> str:
     )
     power_rows = []
     for res in results.values():
-        col = f"seeds_needed_{res.margin:g}"
         base = res.summary[res.summary["variant"] == res.study.baseline]
-        if col in base:
+        if POWER_COL in base:
             for r in base.to_dict("records"):
-                if _finite(r[col]):
-                    power_rows.append((res, r, col))
+                if _finite(r[POWER_COL]):
+                    power_rows.append((res, r))
     if power_rows:
-        res, r, col = power_rows[0]
-        key = (res.study.name, "D", int(r["depth"]), "Seeds", "For", "Margin")
-        m.add(key, integer(r[col]), f"{res.study.name}: {col} of the baseline")
+        res, r = power_rows[0]
+        key = (res.study.name, "D", int(r["depth"]), "Seeds", "For", "Fixed", "Diff")
+        m.add(key, integer(r[POWER_COL]), f"{res.study.name}: {POWER_COL} of the baseline")
         paras[-1] += (
             f" With the baseline spread of {tt(res.study.name)} at depth {int(r['depth'])}, "
             f"about {m.use(key)} seeds per arm would detect a difference of "
-            f"{res.margin:g} points with power {res.power:g}."
+            f"{POWER_DIFF:g} points with power {res.power:g} at $\\alpha = {res.alpha:g}$."
         )
     n_failed = int((runs["status"] == "failed").sum()) if len(runs) else 0
     n_div = int((runs["status"] == "diverged").sum()) if len(runs) else 0
@@ -284,25 +327,9 @@ def threats_text(results: dict[str, StudyResults], m: Macros) -> str:
         "runs.csv and left out of the statistics, which would bias a variant that diverges "
         "more often towards its successful runs."
     )
-    bias = [
-        (name, r.selection_bias)
-        for name, r in results.items()
-        if len(r.selection_bias) and "scope" in r.selection_bias
-    ]
-    rows = [(n, b[b["scope"] == "all"].iloc[0]) for n, b in bias if (b["scope"] == "all").any()]
-    rows = [(n, r) for n, r in rows if _finite(r["mean"])]
-    if rows:
-        n_total = sum(int(r["n"]) for _, r in rows)
-        mean = sum(float(r["mean"]) * int(r["n"]) for _, r in rows) / n_total
-        m.add(("Selection", "Bias", "Mean"), num(mean), "final minus best test error, points")
-        m.add(("Selection", "Bias", "N"), str(n_total), "runs behind it")
-        paras.append(
-            "\\emph{Selection.} The reproduction reports the best test error over all epochs, "
-            "a choice made on the test set. Over the "
-            f"{m.use(('Selection', 'Bias', 'N'))} finished runs here, the final error exceeds "
-            f"the best one by {m.use(('Selection', 'Bias', 'Mean'))} points on average "
-            "(per-study intervals in selection\\_bias.csv); the analyses here use the final error."
-        )
+    selection = selection_text(runs, m)
+    if selection:
+        paras.append(selection)
     det = set(runs.get("deterministic", pd.Series(dtype=str)).dropna().astype(str))
     devices = sorted(set(runs.get("device_name", pd.Series(dtype=str)).dropna().astype(str)))
     torch_v = sorted(set(runs.get("torch_version", pd.Series(dtype=str)).dropna().astype(str)))

@@ -81,8 +81,15 @@ def summary_table(res: StudyResults) -> str:
     if has_paper:
         caption += (
             f" Paper: Table~6 of \\citet{{he2015deep}}; TOST: equivalence with it within "
-            f"$\\pm{res.margin:g}$ points."
+            f"$\\pm{res.margin:g}$ points"
         )
+        forms = set(s.get("tost_test", pd.Series(dtype=str)).dropna().astype(str))
+        if "tost_welch_summary" in forms:
+            caption += (
+                " (two one-sided Welch tests from the paper's mean $\\pm$ sd where it gives "
+                "one, i.e.\\ ResNet-110; elsewhere its single run is taken as exact)"
+            )
+        caption += "."
     return latex_table(
         cols, rows, align=align, caption=caption, label=label("tab", res.study.name, "summary")
     )

@@ -275,28 +275,61 @@ def one_sample_vs_paper(
                 res = stats.ttest_ind_from_stats(
                     mean, sd, n, paper_mean, paper_std, paper_n, equal_var=False
                 )
-            v1, v2 = sd**2 / n, paper_std**2 / paper_n
-            # Welch-Satterthwaite df: scipy's summary-statistics test does not return it.
-            with _quiet():
-                df = (v1 + v2) ** 2 / (v1**2 / (n - 1) + v2**2 / (paper_n - 1))
+            df = welch_df(sd, n, paper_std, paper_n)
             out.update(welch_statistic=float(res.statistic), welch_p=float(res.pvalue), welch_df=df)
     out["note"] = _join(*notes)
     return out
 
 
+def welch_df(sd1: float, n1: int, sd2: float, n2: int) -> float:
+    """Welch-Satterthwaite degrees of freedom of a difference of two means from summary
+    statistics (sd ddof 1, n runs per arm); scipy's ttest_ind_from_stats does not return it.
+    NaN when an arm has n < 2 or both variances are zero."""
+    if n1 < 2 or n2 < 2:
+        return NAN
+    v1, v2 = sd1**2 / n1, sd2**2 / n2
+    denom = v1**2 / (n1 - 1) + v2**2 / (n2 - 1)
+    return float((v1 + v2) ** 2 / denom) if denom > 0 else NAN
+
+
 def tost_vs_paper(
-    x: Any, paper_mean: float, margin: float, *, alpha: float = 0.05
+    x: Any,
+    paper_mean: float,
+    margin: float,
+    *,
+    paper_std: float | None = None,
+    paper_n: int | None = None,
+    alpha: float = 0.05,
 ) -> dict[str, Any]:
     """Is the runs' mean equivalent to the paper's within +- margin points? (TOST)
 
-    x: shape (n,), test errors. Two one-sided t-tests (Schuirmann 1987) of H0: mean <= low or
-    mean >= upp, with low/upp = paper_mean -+ margin, via statsmodels DescrStatsW.ttost_mean.
-    Rejecting at alpha is the same as the (1 - 2 alpha) t interval lying inside (low, upp).
-    Returns n, n_nan, mean, diff, margin, low, upp, p (max of the two one-sided p), p_low,
-    p_upp, t_low, t_upp, df, alpha, equivalent (p < alpha), note.
+    x: shape (n,), test errors. Two one-sided tests (Schuirmann 1987) of H0: diff <= -margin or
+    diff >= +margin, diff = mean(x) - paper mean; p = the larger of the two one-sided p.
+
+    Two forms, named in `test`:
+    - "tost_one_sample" (the paper's number treated as exact, as for Table 6's single runs):
+      two one-sided one-sample t-tests against paper_mean -+ margin (statsmodels
+      DescrStatsW.ttost_mean), df = n - 1.
+    - "tost_welch_summary", when the paper gives paper_std and paper_n (ResNet-110: 6.61 +-
+      0.16 over 5 runs): two one-sided Welch t-tests from summary statistics
+      (scipy ttest_ind_from_stats with the paper's mean shifted by -+ margin), Welch-
+      Satterthwaite df, so the paper's own seed noise is counted as in one_sample_vs_paper's
+      Welch test. It equals statsmodels ttost_ind(x, paper_runs, -margin, margin,
+      usevar="unequal") on any paper sample with that mean, sd and n.
+    Rejecting at alpha is the same as the (1 - 2 alpha) interval (ci_low, ci_high) of diff, of
+    the same form, lying inside (-margin, +margin).
+
+    Returns n, n_nan, mean, diff, margin, low, upp (paper_mean -+ margin), test, p (max of the
+    two one-sided p), p_low, p_upp, t_low, t_upp, df, se (of diff), ci_low, ci_high, ci_level,
+    alpha, equivalent (p < alpha), note.
     """
     if not margin > 0:
         raise ValueError(f"margin must be > 0 points, got {margin!r}")
+    welch = paper_std is not None and paper_n is not None
+    pstd = float(paper_std) if paper_std is not None else NAN
+    pn = int(paper_n) if paper_n is not None else 0
+    if welch and not pstd >= 0:
+        raise ValueError(f"paper_std must be >= 0, got {paper_std!r}")
     a, n_nan = _clean(x)
     n = a.size
     low, upp = float(paper_mean) - margin, float(paper_mean) + margin
@@ -307,31 +340,61 @@ def tost_vs_paper(
         margin=float(margin),
         low=low,
         upp=upp,
-        **_nans("p p_low p_upp t_low t_upp df"),
+        test="tost_welch_summary" if welch else "tost_one_sample",
+        **_nans("p p_low p_upp t_low t_upp df se ci_low ci_high"),
+        ci_level=1 - 2 * alpha,
         alpha=alpha,
         equivalent=False,
         note="",
     )
     notes = [f"{n_nan} NaN value(s) dropped" if n_nan else ""]
+    constant = _is_constant(a)
     if n:
-        mean = float(a[0]) if _is_constant(a) else float(np.mean(a))
+        mean = float(a[0]) if constant else float(np.mean(a))
         out.update(mean=mean, diff=mean - float(paper_mean))
-    if n < 2:
-        out["note"] = _join(*notes, f"n = {n}: TOST not computable")
+    if n < 2 or (welch and pn < 2):
+        sides = " and paper_n >= 2" if welch else ""
+        out["note"] = _join(*notes, f"n = {n}: TOST not computable (needs n >= 2{sides})")
         return out
-    with _quiet():
-        p, (t1, p1, df1), (t2, p2, _) = DescrStatsW(a).ttost_mean(low, upp)
+    sd = 0.0 if constant else float(np.std(a, ddof=1))
+    if welch:
+        se = math.sqrt(sd**2 / n + pstd**2 / pn)
+        if not se > 0:
+            out["note"] = _join(*notes, "zero variance in both arms: Welch TOST not computable")
+            return out
+        with _quiet():
+            lo = stats.ttest_ind_from_stats(
+                mean, sd, n, low, pstd, pn, equal_var=False, alternative="greater"
+            )
+            up = stats.ttest_ind_from_stats(
+                mean, sd, n, upp, pstd, pn, equal_var=False, alternative="less"
+            )
+        t1, p1, t2, p2 = lo.statistic, lo.pvalue, up.statistic, up.pvalue
+        df = welch_df(sd, n, pstd, pn)
+        notes.append(
+            f"Welch TOST from the paper's mean +- sd ({paper_mean:g} +- {pstd:g}, n = {pn})"
+        )
+    else:
+        with _quiet():
+            _, (t1, p1, df), (t2, p2, _) = DescrStatsW(a).ttost_mean(low, upp)
+        se = float(stats.sem(a)) if not constant else 0.0
+        if constant:
+            notes.append("zero variance: one-sided t statistics are infinite, p is their limit")
+    p = float(np.max([p1, p2]))  # NaN if either side is NaN
+    diff = out["diff"]
+    half = float(stats.t.ppf(1 - alpha, df)) * se if se > 0 else 0.0
     out.update(
-        p=float(p),
+        p=p,
         p_low=float(p1),
         p_upp=float(p2),
         t_low=float(t1),
         t_upp=float(t2),
-        df=float(df1),
+        df=float(df),
+        se=se,
+        ci_low=diff - half,
+        ci_high=diff + half,
         equivalent=bool(np.isfinite(p) and p < alpha),
     )
-    if _is_constant(a):
-        notes.append("zero variance: one-sided t statistics are infinite, p is their limit")
     out["note"] = _join(*notes)
     return out
 
@@ -646,28 +709,56 @@ def seeds_needed(
 # --------------------------------------------------------------------- best-epoch reporting
 
 
-def selection_bias(best: Any, final: Any, *, seed: int = 0, n_boot: int = 2000) -> dict[str, Any]:
+def selection_bias(
+    best: Any, final: Any, *, seeds: Any = None, seed: int = 0, n_boot: int = 2000
+) -> dict[str, Any]:
     """What reporting the best test error over training buys, in points.
 
-    best, final: shape (n,), per run the best test error over all evaluations and the error
-    at the end of training (pairs with a NaN dropped and counted). The bias is final - best,
-    >= 0 when best is a minimum over evaluations that include the final one.
-    Returns n, n_nan, mean, std, ci95_low/ci95_high (t), boot_low/boot_high (BCa), note.
+    best, final: shape (n_runs,), per run the best test error over all evaluations and the
+    error at the end of training (pairs with a NaN dropped and counted). The bias is
+    final - best, >= 0 when best is a minimum over evaluations that include the final one.
+    seeds: shape (n_runs,), the training seed of each run, or None when every run is its own
+    unit. Runs that share a seed are not independent (the variants and depths of a study share
+    initialisation and data order per seed; eval-only variants even share one training), so
+    with seeds the bias is first averaged over each seed's runs and the mean, sd and intervals
+    are over seeds: n = the number of seeds, n_runs = the runs behind them.
+    Returns n, n_runs, n_nan, unit ("seed" or "run"), mean, std, ci95_low/ci95_high (t over
+    the n units), boot_low/boot_high (BCa over the units; `seed` seeds it), note.
     """
     b = np.asarray(best, dtype=float).ravel()
     f = np.asarray(final, dtype=float).ravel()
     if b.size != f.size:
         raise ValueError(f"best and final must have equal lengths, got {b.size} and {f.size}")
     keep = ~(np.isnan(b) | np.isnan(f))
+    n_nan = int((~keep).sum())
     d = f[keep] - b[keep]
-    desc = describe(d, seed=seed, n_boot=n_boot)
-    notes = [f"{int((~keep).sum())} run(s) with a NaN dropped" if (~keep).any() else ""]
+    notes = [f"{n_nan} run(s) with a NaN dropped" if n_nan else ""]
     if d.size and float(np.min(d)) < -_tol(b, f):
         notes.append("some final < best: best should be the minimum over all evaluations")
+    unit = "run"
+    units = d
+    if seeds is not None:
+        s = np.asarray(seeds).ravel()
+        if s.size != b.size:
+            raise ValueError(f"{b.size} runs but {s.size} seeds")
+        s = s[keep]
+        # One value per seed (groupby sorts the seeds, so the bootstrap sees a fixed order).
+        units = pd.Series(d).groupby(s).mean().to_numpy(dtype=float) if d.size else d
+        unit = "seed"
+        notes.append(
+            f"n = {units.size} seeds: the {d.size} runs are averaged per seed first (runs "
+            "sharing a seed are not independent)"
+        )
+    desc = describe(units, seed=seed, n_boot=n_boot)
     notes.append(desc["note"])
     keys = ("mean", "std", "ci95_low", "ci95_high", "boot_low", "boot_high")
     return dict(
-        n=int(d.size), n_nan=int((~keep).sum()), **{k: desc[k] for k in keys}, note=_join(*notes)
+        n=int(units.size),
+        n_runs=int(d.size),
+        n_nan=n_nan,
+        unit=unit,
+        **{k: desc[k] for k in keys},
+        note=_join(*notes),
     )
 
 
@@ -698,11 +789,20 @@ def factorial_analysis(
 
     Returns
       n, n_nan, n_seeds, df_resid, factors, reference_levels, other_levels (factor -> level);
-      effects: DataFrame term, kind ("main"/"interaction"), effect, se, ci_low, ci_high, p;
+      effects: DataFrame term, kind ("main"/"interaction"), effect, se, ci_low, ci_high, p,
+        p_holm (Holm 1979 within the kind: over the main effects, and separately over the
+        two-way interactions, of this fit);
       anova: Type II ANOVA table (anova_lm typ=2), index = terms;
+      predicted_gap: dict(effect, ci_low, ci_high, p): the model's predicted difference
+        between the all-high corner (every factor at its non-paper level, i.e. every
+        suspected reproduction choice) and the all-low corner (the paper's protocol). With
+        -1/+1 coding that is 2 x (sum of main coefficients) = the sum of the main effects:
+        each two-way term x_i x_j is +1 at both opposite corners and cancels (the corners
+        need not be runs of the fraction). Its interval is OLS's for that linear contrast;
       ranking: main effects sorted by effect (largest first) with rank and share =
-        effect / sum of positive main effects (the share of the gap each explains; negative
-        for a factor whose non-paper level lowers the error; NaN when none is positive);
+        effect / predicted_gap["effect"], the share of that predicted difference each cause
+        accounts for (shares sum to 1; a negative share is a factor whose reproduction level
+        narrows the gap; NaN when the predicted difference is zero), plus p and p_holm;
       mixed: dict(effects, seed_var, resid_var, converged, note) from a mixed model with a
         random intercept per seed, or None with one seed;
       ols: the statsmodels OLS results; note.
@@ -758,9 +858,12 @@ def factorial_analysis(
         factors=list(names.values()),
         reference_levels=ref_out,
         other_levels=other_out,
-        effects=pd.DataFrame(columns=["term", "kind", "effect", "se", "ci_low", "ci_high", "p"]),
+        effects=pd.DataFrame(
+            columns=["term", "kind", "effect", "se", "ci_low", "ci_high", "p", "p_holm"]
+        ),
         anova=pd.DataFrame(),
-        ranking=pd.DataFrame(columns=["rank", "factor", "effect", "share"]),
+        predicted_gap=_nans("effect ci_low ci_high p"),
+        ranking=pd.DataFrame(columns=["rank", "factor", "effect", "share", "p", "p_holm"]),
         mixed=None,
         ols=None,
         note="",
@@ -799,7 +902,7 @@ def factorial_analysis(
             "saturated model (df_resid = 0, e.g. one seed of a 16-run design): effects without "
             "standard errors, intervals or p-values"
         )
-    out["effects"] = pd.DataFrame(
+    effects = pd.DataFrame(
         {
             "term": [readable(t) for t in terms],
             "kind": ["interaction" if ":" in t else "main" for t in terms],
@@ -810,6 +913,19 @@ def factorial_analysis(
             "p": [float(pv[t]) for t in terms],
         }
     )
+    effects["p_holm"] = NAN
+    for _, idx in effects.groupby("kind").groups.items():
+        effects.loc[idx, "p_holm"] = holm(effects.loc[idx, "p"].to_numpy(dtype=float))
+    out["effects"] = effects
+    # All-high minus all-low corner: the contrast 2 x (sum of the main coefficients).
+    contrast = np.array([2.0 if t in names else 0.0 for t in ols.params.index])
+    gap = float(contrast @ ols.params.to_numpy())
+    out["predicted_gap"] = dict(effect=gap, **_nans("ci_low ci_high p"))
+    if df_resid > 0:
+        with _quiet():
+            tt = ols.t_test(contrast.reshape(1, -1))
+            low, high = np.asarray(tt.conf_int(alpha=1 - confidence)).ravel()
+        out["predicted_gap"].update(ci_low=float(low), ci_high=float(high), p=float(tt.pvalue))
     if df_resid <= 0:
         notes.append("Type II ANOVA needs df_resid > 0: skipped")
     else:
@@ -820,11 +936,14 @@ def factorial_analysis(
         except (ValueError, np.linalg.LinAlgError, ZeroDivisionError) as e:
             notes.append(f"ANOVA not computable: {type(e).__name__}: {e}")
 
-    main = out["effects"][out["effects"]["kind"] == "main"]
-    ranking = main[["term", "effect"]].rename(columns={"term": "factor"})
+    main = effects[effects["kind"] == "main"]
+    ranking = main[["term", "effect", "p", "p_holm"]].rename(columns={"term": "factor"})
     ranking = ranking.sort_values("effect", ascending=False, kind="stable").reset_index(drop=True)
-    positive = float(ranking["effect"].clip(lower=0).sum())
-    ranking["share"] = ranking["effect"] / positive if positive > 0 else NAN
+    # Share of the predicted all-high minus all-low difference (docstring); undefined at 0.
+    zero_gap = abs(gap) <= _tol(ranking["effect"].to_numpy())
+    ranking.insert(2, "share", NAN if zero_gap else ranking["effect"] / gap)
+    if zero_gap:
+        notes.append("the main effects sum to zero: shares of the gap not defined")
     ranking.insert(0, "rank", np.arange(1, len(ranking) + 1))
     out["ranking"] = ranking
 

@@ -20,8 +20,11 @@ import pytest
 import statsmodels.formula.api as smf
 from optuna.trial import TrialState
 from scipy import stats
+from statsmodels.stats.anova import anova_lm
+from statsmodels.stats.meta_analysis import effectsize_smd
 from statsmodels.stats.multitest import multipletests
 from statsmodels.stats.power import TTestIndPower, TTestPower
+from statsmodels.stats.weightstats import ttost_ind
 
 import ablations
 from resnet_repro.config import field_names
@@ -38,6 +41,12 @@ DATA = {
 }
 # best = final - this (per seed): what reporting the best evaluation buys.
 BIAS = [0.10, 0.25, 0.00, 0.31, 0.12]
+
+
+def _paper_110_runs() -> np.ndarray:
+    """Five values with exactly Table 6's ResNet-110 mean 6.61 and sample sd 0.16."""
+    z = np.arange(5) - 2.0
+    return 6.61 + 0.16 * z / z.std(ddof=1)
 
 
 # --------------------------------------------------------------------------- fake store
@@ -147,7 +156,9 @@ def _seeds(es: float, paired: bool = True) -> int:
     also covers effects so large that statsmodels' root finder fails."""
     analysis, key = (TTestPower(), "nobs") if paired else (TTestIndPower(), "nobs1")
     n = 2
-    while analysis.power(effect_size=es, alpha=0.05, **{key: n}) < 0.8:
+    # statsmodels' noncentral t gives NaN power for huge effects at n = 2 (d_z ~ 6.4, where
+    # the power is about one half): NaN does not reach the target.
+    while not analysis.power(effect_size=es, alpha=0.05, **{key: n}) >= 0.8:
         n += 1
     return n
 
@@ -232,18 +243,39 @@ def test_resnet110_uses_welch_against_paper_mean_and_std(baseline_analysis):
     assert r["p_vs_paper"] == pytest.approx(ref.pvalue)
     assert r["test_vs_paper"] == "welch_t_summary"
     w = _test(baseline_analysis.tests, "resnet", 110, "welch_t_summary")
-    v1, v2 = x.var(ddof=1) / 5, 0.16**2 / 5
-    df = (v1 + v2) ** 2 / (v1**2 / 4 + v2**2 / 4)
-    half = stats.t.ppf(0.975, df) * math.sqrt(v1 + v2)
-    diff = x.mean() - 6.61
-    assert w["statistic"] == pytest.approx(ref.statistic) and w["df"] == pytest.approx(df)
-    assert (w["ci_low"], w["ci_high"]) == pytest.approx((diff - half, diff + half))
-    sp = math.sqrt((4 * x.var(ddof=1) + 4 * 0.16**2) / 8)
-    g = diff / sp * (1 - 3 / (4 * 10 - 9))
+    assert w["statistic"] == pytest.approx(ref.statistic)
+    # df and interval from scipy: its raw Welch test on a paper arm with the same mean, sd, n,
+    # and the t quantile at that df times the standard error diff / t of the summary test.
+    raw = stats.ttest_ind(x, _paper_110_runs(), equal_var=False)
+    ci = raw.confidence_interval(0.95)
+    assert w["df"] == pytest.approx(raw.df)
+    assert (w["ci_low"], w["ci_high"]) == pytest.approx((ci.low, ci.high))
+    half = stats.t.ppf(0.975, raw.df) * (x.mean() - 6.61) / ref.statistic
+    assert w["ci_high"] - w["ci_low"] == pytest.approx(2 * half)
+    g, _ = effectsize_smd(x.mean(), x.std(ddof=1), 5, 6.61, 0.16, 5)
     assert w["effect"] == pytest.approx(g) and w["effect_name"] == "hedges_g"
     # The one-sample test is reported too.
     one = _test(baseline_analysis.tests, "resnet", 110, "one_sample_t")
     assert one["p"] == pytest.approx(stats.ttest_1samp(x, 6.61).pvalue)
+
+
+def test_resnet110_tost_is_welch_against_paper_mean_and_std(baseline_analysis):
+    x = np.array(DATA[("resnet", 110)])
+    want, (_, p1, df1), (_, p2, _) = ttost_ind(x, _paper_110_runs(), -0.3, 0.3, usevar="unequal")
+    r = _row(baseline_analysis.summary, "resnet", 110)
+    assert r["tost_test"] == "tost_welch_summary"
+    assert r["tost_p"] == pytest.approx(want)
+    assert r["equivalent"] == (want < 0.05)
+    t = _test(baseline_analysis.tests, "resnet", 110, "tost_welch_summary")
+    assert t["p"] == pytest.approx(want) and t["df"] == pytest.approx(df1)
+    assert t["comparison"] == "equivalence_paper" and "Welch" in t["note"]
+    ci = stats.ttest_ind(x, _paper_110_runs(), equal_var=False).confidence_interval(0.90)
+    assert (t["ci_low"], t["ci_high"]) == pytest.approx((ci.low, ci.high))
+    assert t["ci_level"] == pytest.approx(0.90) and t["effect_name"] == "hedges_g"
+    # Depths whose paper number is a single run keep the one-sample form.
+    assert _row(baseline_analysis.summary, "resnet", 20)["tost_test"] == "tost_one_sample"
+    one = _test(baseline_analysis.tests, "resnet", 20, "tost_one_sample")
+    assert "treated as exact" in one["note"]
 
 
 def test_vs_baseline_known_answers_and_holm(baseline_analysis):
@@ -276,15 +308,22 @@ def test_vs_baseline_known_answers_and_holm(baseline_analysis):
 def test_tests_csv_has_every_comparison(baseline_analysis):
     tests = baseline_analysis.tests
     assert list(tests.columns) == A.TEST_COLUMNS
-    # ResNets: one-sample t + TOST (+ Welch at 110); plain: paired t + Wilcoxon.
+    # ResNets: one-sample t + TOST (+ Welch and the Welch TOST at 110); plain: paired t +
+    # Wilcoxon.
     assert set(tests[tests["variant"] == "resnet"]["test"]) == {
         "one_sample_t",
         "welch_t_summary",
-        "tost",
+        "tost_one_sample",
+        "tost_welch_summary",
     }
+    # Both TOST forms are one Holm family.
+    tost_rows = tests[tests["comparison"] == "equivalence_paper"]
+    assert set(tost_rows["family"]) == {"equivalence_paper:tost"}
+    want = multipletests(tost_rows["p"], method="holm")[1]
+    assert tost_rows["p_holm"].to_numpy() == pytest.approx(want)
     assert set(tests[tests["variant"] == "plain"]["test"]) == {"paired_t", "wilcoxon"}
     assert tests["computable"].all() and (tests["metric"] == "final").all()
-    tost = _test(tests, "resnet", 20, "tost")
+    tost = _test(tests, "resnet", 20, "tost_one_sample")
     x = np.array(DATA[("resnet", 20)])
     low, high = stats.t.interval(0.90, 4, loc=x.mean(), scale=stats.sem(x))
     assert (tost["ci_low"], tost["ci_high"]) == pytest.approx((low - 8.75, high - 8.75))
@@ -293,13 +332,74 @@ def test_tests_csv_has_every_comparison(baseline_analysis):
 def test_selection_bias(baseline_analysis):
     bias = pd.read_csv(baseline_analysis.directory / "selection_bias.csv")
     overall = bias[bias["scope"] == "all"].iloc[0]
-    d = np.tile(BIAS, 4)
-    assert overall["n"] == 20
+    # Every cell has the same bias per seed, so the per-seed means are BIAS: n = 5 seeds.
+    d = np.array(BIAS)
+    assert overall["n"] == 5 and overall["n_runs"] == 20 and overall["unit"] == "seed"
     assert overall["mean"] == pytest.approx(d.mean())
-    low, high = stats.t.interval(0.95, 19, loc=d.mean(), scale=stats.sem(d))
+    low, high = stats.t.interval(0.95, 4, loc=d.mean(), scale=stats.sem(d))
     assert (overall["ci95_low"], overall["ci95_high"]) == pytest.approx((low, high))
     assert len(bias) == 1 + 4
     assert "selection bias" in baseline_analysis.verdict
+    assert "n = 5 seeds (20 runs averaged per seed)" in baseline_analysis.verdict
+
+
+def test_selection_bias_pools_per_seed():
+    # A constructed runs table: two variants x two depths share seeds 0-2 (so their runs are
+    # not independent), seed 3 appears once, a diverged run is left out.
+    rows = []
+    bias = {
+        ("a", 20): [0.10, 0.30, 0.00],
+        ("b", 20): [0.20, 0.10, 0.05],
+        ("a", 56): [0.40, 0.20, 0.30],
+        ("b", 56): [0.00, 0.25, 0.15, 0.50],
+    }
+    for (variant, depth), bs in bias.items():
+        for seed, b in enumerate(bs):
+            final = 7.0 + 0.1 * seed
+            rows.append(
+                dict(
+                    variant=variant,
+                    depth=depth,
+                    seed=seed,
+                    status="finished",
+                    final_test_error=final,
+                    best_test_error=final - b,
+                )
+            )
+    rows.append(
+        dict(
+            variant="a",
+            depth=20,
+            seed=3,
+            status="diverged",
+            final_test_error=math.nan,
+            best_test_error=math.nan,
+        )
+    )
+    runs = pd.DataFrame(rows)
+    table = A.selection_bias_table(runs, seed=0, n_boot=300)
+    overall = table[table["scope"] == "all"].iloc[0]
+    per_seed = {s: [] for s in range(4)}
+    for bs in bias.values():
+        for s, b in enumerate(bs):
+            per_seed[s].append(b)
+    means = np.array([np.mean(per_seed[s]) for s in range(4)])
+    assert overall["n"] == 4 and overall["n_runs"] == 13 and overall["unit"] == "seed"
+    assert overall["mean"] == pytest.approx(means.mean())
+    low, high = stats.t.interval(0.95, 3, loc=means.mean(), scale=stats.sem(means))
+    assert (overall["ci95_low"], overall["ci95_high"]) == pytest.approx((low, high))
+    boot = stats.bootstrap(
+        (means,), np.mean, method="BCa", n_resamples=300, rng=np.random.default_rng(0)
+    ).confidence_interval
+    assert (overall["boot_low"], overall["boot_high"]) == pytest.approx((boot.low, boot.high))
+    assert "n = 4 seeds" in overall["note"]
+    # A cell: one run per seed, so its n is its runs.
+    cell = table[(table["variant"] == "b") & (table["depth"] == 56)].iloc[0]
+    b = np.array(bias[("b", 56)])
+    assert cell["n"] == 4 and cell["mean"] == pytest.approx(b.mean())
+    assert cell["ci95_low"] == pytest.approx(
+        stats.t.interval(0.95, 3, loc=b.mean(), scale=stats.sem(b))[0]
+    )
 
 
 def test_tables_and_verdict(baseline_analysis):
@@ -353,8 +453,8 @@ def test_unmatched_seeds_compare_unpaired(tmp_path):
     ref = stats.ttest_ind(va, ba, equal_var=False)
     assert r["test_vs_baseline"] == "welch_t" and not r["paired"]
     assert r["p_vs_baseline"] == pytest.approx(ref.pvalue)
-    sp = math.sqrt((2 * va.var(ddof=1) + 2 * ba.var(ddof=1)) / 4)
-    g = (va.mean() - ba.mean()) / sp * (1 - 3 / (4 * 6 - 9))
+    # Hedges' g: statsmodels' bias-corrected standardised mean difference.
+    g, _ = effectsize_smd(va.mean(), va.std(ddof=1), 3, ba.mean(), ba.std(ddof=1), 3)
     assert r["d"] == pytest.approx(g) and r["effect_name"] == "hedges_g"
     pooled = math.sqrt((va.var(ddof=1) + ba.var(ddof=1)) / 2)
     es = abs(va.mean() - ba.mean()) / pooled
@@ -476,6 +576,33 @@ def test_metric_best(tmp_path):
     assert "metric: best test error" in a.verdict
 
 
+def test_margin_keeps_the_fixed_0_3_power_column(tmp_path):
+    make_store(tmp_path, "paper_baseline", _cells({k: DATA[k] for k in list(DATA)[:2]}))
+    a = A.analyze("paper_baseline", tmp_path, margin=0.5, figures=False, n_boot=100)
+    summary = pd.read_csv(a.directory / "summary.csv")
+    assert {"seeds_needed", "seeds_needed_0.3", "seeds_needed_0.5"} <= set(summary.columns)
+    x = np.array(DATA[("resnet", 20)])
+    base = _row(summary, "resnet", 20)
+    # The baseline: seeds per arm for 0.3 points whatever the margin (independent arms).
+    n03 = TTestIndPower().solve_power(effect_size=0.3 / x.std(ddof=1), alpha=0.05, power=0.8)
+    n05 = TTestIndPower().solve_power(effect_size=0.5 / x.std(ddof=1), alpha=0.05, power=0.8)
+    assert base["seeds_needed_0.3"] == max(2, math.ceil(n03))
+    assert base["seeds_needed_0.5"] == max(2, math.ceil(n05))
+    d = np.array(DATA[("plain", 20)]) - x
+    plain = _row(summary, "plain", 20)
+    assert plain["seeds_needed_0.3"] == _seeds(0.3 / d.std(ddof=1))
+    assert plain["seeds_needed_0.5"] == _seeds(0.5 / d.std(ddof=1))
+    assert plain["seeds_needed"] == _seeds(abs(d.mean()) / d.std(ddof=1))
+    # The margin is the TOST's: +-0.5 around Table 6's 8.75.
+    p_low = stats.ttest_1samp(x, 8.25, alternative="greater").pvalue
+    p_upp = stats.ttest_1samp(x, 9.25, alternative="less").pvalue
+    assert base["tost_p"] == pytest.approx(max(p_low, p_upp))
+    assert "seeds for 0.3" in (a.directory / "summary.md").read_text()
+    # With the default margin the two power targets are one column.
+    assert A.power_columns(0.3) == ["seeds_needed_0.3"]
+    assert A.power_columns(0.5) == ["seeds_needed_0.3", "seeds_needed_0.5"]
+
+
 # ------------------------------------------------------------------------------ factorial
 
 EFFECTS = {"crop": 1.0, "bn_eval": 0.6, "shortcut": 0.0, "stem_pool": 0.3, "normalize": -0.2}
@@ -483,6 +610,7 @@ INTERACTION = ("crop", "bn_eval", 0.4)  # the change in crop's effect when bn_ev
 SEED_SHIFT = {0: 0.05, 1: -0.05, 2: 0.11}
 
 
+@pytest.mark.filterwarnings("ignore::statsmodels.tools.sm_exceptions.ConvergenceWarning")
 def test_factorial_half_fraction_through_analyze(tmp_path):
     from ablations.gap_factorial import VARIANTS
 
@@ -515,18 +643,51 @@ def test_factorial_half_fraction_through_analyze(tmp_path):
     x = pd.DataFrame({"y": runs["analysed_error"]})
     for f in EFFECTS:
         x[f] = np.where(runs[f] == study.factors[f][1], 1.0, -1.0)
-    fit = smf.ols("y ~ (" + " + ".join(EFFECTS) + ")**2", data=x).fit()
+    formula = "y ~ (" + " + ".join(EFFECTS) + ")**2"
+    fit = smf.ols(formula, data=x).fit()
     assert eff.loc["crop", "se"] == pytest.approx(2 * fit.bse["crop"])
     assert eff.loc["crop", "ci_low"] == pytest.approx(2 * fit.conf_int().loc["crop", 0])
+    # Holm within the depth: over the 5 main effects, and over the 10 interactions.
+    for kind in ("main", "interaction"):
+        part = eff[eff["kind"] == kind]
+        assert part["p_holm"].to_numpy() == pytest.approx(
+            multipletests(part["p"], method="holm")[1]
+        )
     ranking = pd.read_csv(d / "factorial_ranking.csv")
     assert list(ranking["factor"]) == ["crop", "bn_eval", "stem_pool", "shortcut", "normalize"]
-    assert ranking["share"].iloc[0] == pytest.approx(1.0 / 1.9)
+    # Share of the predicted gap: the sum of the main effects, 1 + 0.6 + 0 + 0.3 - 0.2 = 1.7,
+    # which is the model's all-reproduction minus all-paper prediction.
+    corners = pd.DataFrame([dict.fromkeys(EFFECTS, 1.0), dict.fromkeys(EFFECTS, -1.0)])
+    high, low = fit.predict(corners)
+    assert high - low == pytest.approx(1.7)
+    assert ranking["predicted_gap"].to_numpy() == pytest.approx([1.7] * 5)
+    assert ranking["share"].to_numpy() == pytest.approx(
+        [1.0 / 1.7, 0.6 / 1.7, 0.3 / 1.7, 0.0, -0.2 / 1.7], abs=1e-9
+    )
+    assert ranking["share"].iloc[-1] < 0 and "sum of the main effects" in ranking["note"].iloc[0]
+    assert ranking["p_holm"].to_numpy() == pytest.approx(
+        eff.loc[list(ranking["factor"]), "p_holm"].to_numpy()
+    )
     assert ranking["paper_level"].iloc[0] == "pad_zero"
-    anova = pd.read_csv(d / "anova.csv")
-    assert "Residual" in set(anova["term"]) and "crop" in set(anova["term"])
+    assert "predicted gap" in (d / "factorial_ranking.md").read_text()
+    # Type II ANOVA against statsmodels' own on the same data frame.
+    anova = pd.read_csv(d / "anova.csv").set_index("term")
+    want = anova_lm(fit, typ=2)
+    assert sorted(anova.index) == sorted(want.index)
+    for col in ("sum_sq", "df", "F"):
+        assert anova[col].to_dict() == pytest.approx(want[col].to_dict(), nan_ok=True), col
+    # The mixed model (random intercept per seed) against statsmodels' own on the same frame.
+    x["seed"] = runs["seed"].to_numpy()
+    mfit = smf.mixedlm(formula, x, groups=x["seed"]).fit(reml=True)
     mixed = pd.read_csv(d / "factorial_mixed.csv").set_index("term")
+    for term in EFFECTS:
+        assert mixed.loc[term, "effect"] == pytest.approx(2 * mfit.fe_params[term], abs=1e-9)
+        assert mixed.loc[term, "ci_low"] == pytest.approx(2 * mfit.conf_int().loc[term, 0])
+    assert mixed["seed_var"].iloc[0] == pytest.approx(float(mfit.cov_re.iloc[0, 0]))
+    assert mixed["resid_var"].iloc[0] == pytest.approx(mfit.scale, abs=1e-12)
     assert mixed.loc["crop", "effect"] == pytest.approx(1.0, abs=1e-6)
     assert "causes by effect" in a.verdict and "crop +1.00" in a.verdict
+    assert "predicted gap +1.70 points = sum of main effects" in a.verdict
     # Every variant is also compared with the paper's corner.
     assert len(a.summary) == 16 and a.summary["p_vs_baseline_holm"].notna().sum() == 15
 

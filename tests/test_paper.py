@@ -5,6 +5,7 @@ text holds the generated numbers) and the errors without LaTeX or on a LaTeX err
 
 from __future__ import annotations
 
+import itertools
 import os
 import re
 import shutil
@@ -12,12 +13,18 @@ import subprocess
 import time
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import pytest
 from conftest import require_or_skip
+from scipy import stats
+from statsmodels.stats.multitest import multipletests
 
 import ablations
 from studies import paper as P
+from studies import paper_sections as PS
+from studies.paper_gap import gap_section
+from studies.paper_results import StudyResults
 
 REPO = Path(__file__).resolve().parents[1]
 STUDY = "stem_pool_ablation"
@@ -173,7 +180,8 @@ def _rewrite(out: Path, **changes) -> None:
     s.to_csv(path, index=False)
 
 
-def test_findings_follow_the_results(smoke_out, tmp_path):
+def test_findings_follow_the_results(smoke_out, generated, tmp_path):
+    # `generated` analysed the smoke study (its analysis directory is copied below).
     out = tmp_path / "runs"
     shutil.copytree(smoke_out / STUDY / "analysis", out / STUDY / "analysis")
     paper_dir = _paper_dir(tmp_path / "paper")
@@ -209,6 +217,14 @@ def test_findings_follow_the_results(smoke_out, tmp_path):
     text, _ = findings()
     assert "equivalence with the paper within $\\pm0.3$ points is not shown" in text
     assert "differs significantly from zero" in text
+    assert "Welch tests" not in text
+    # Where the paper gives mean +- sd (ResNet-110) the TOST is Welch's, and the text says so.
+    welch = dict(paper, tost_p=0.01, equivalent=True, tost_test="tost_welch_summary")
+    _rewrite(out, no_pool=welch)
+    text, _ = findings()
+    assert "two one-sided Welch tests from the paper's mean $\\pm$ sd" in text
+    table = (paper_dir / "generated" / STUDY / "summary.tex").read_text()
+    assert "two one-sided Welch tests from the paper's mean $\\pm$ sd where it gives" in table
 
 
 def test_stale_analysis_is_rerun(tmp_path, monkeypatch):
@@ -261,3 +277,138 @@ def test_latex_error_shows_the_log_lines(tmp_path):
         P.build(tmp_path)
     assert "Undefined control sequence" in str(e.value)
     assert "l.4" in str(e.value)
+
+
+# ------------------------------------------------------------- gap, power and selection prose
+
+# gap_factorial's main effects (points, paper -> reproduction level): they sum to 1.02.
+# With noise seed 10, stem_pool's raw p is below 0.05 and its Holm-adjusted p above it.
+GAP_EFFECTS = {"crop": 0.9, "bn_eval": 0.4, "shortcut": 0.0, "stem_pool": 0.04, "normalize": -0.32}
+
+
+def _results(study_name: str, summary: pd.DataFrame, **kw) -> StudyResults:
+    empty = pd.DataFrame()
+    fields = dict(tests=empty, runs=empty, selection_bias=empty, meta={"alpha": 0.05})
+    fields.update(kw)
+    return StudyResults(ablations.get(study_name), Path("."), summary, **fields)
+
+
+@pytest.fixture(scope="module")
+def gap_results() -> StudyResults:
+    """gap_factorial at depth 20 from a synthetic 16-run half fraction x 3 seeds, analysed by
+    studies.analyze's factorial code (no training)."""
+    from ablations.gap_factorial import VARIANTS
+    from studies import analyze as A
+
+    study = ablations.get("gap_factorial")
+    rng = np.random.default_rng(10)
+    rows = []
+    for seed, (name, overrides) in itertools.product(range(3), VARIANTS.items()):
+        x = {f: 1.0 if overrides[f] == study.factors[f][1] else -1.0 for f in GAP_EFFECTS}
+        y = 9.0 + sum(e / 2 * x[f] for f, e in GAP_EFFECTS.items()) + rng.normal(0, 0.08)
+        rows.append(dict(seed=seed, depth=20, variant=name, status="finished", y=y, **overrides))
+    runs = pd.DataFrame(rows).assign(analysed_error=lambda d: d["y"])
+    fact = A.factorial_by_depth(study, runs)
+    frames = A.factorial_frames(study, fact, "final")
+    summary = pd.DataFrame({"variant": ["paper"], "depth": [20], "n": [3]})
+    return _results(
+        "gap_factorial",
+        summary,
+        effects=frames["factorial_effects"],
+        ranking=frames["factorial_ranking"],
+    )
+
+
+def test_gap_prose_uses_holm_and_the_predicted_gap(gap_results):
+    m = P.Macros()
+    PS.define_reference_numbers(m)
+    text = gap_section({"gap_factorial": gap_results}, m)
+    ranking = gap_results.ranking.set_index("factor")
+    total = sum(GAP_EFFECTS.values())
+    # The predicted gap is the sum of the main effects; shares are of it and sum to 1.
+    assert ranking["predicted_gap"].iloc[0] == pytest.approx(ranking["effect"].sum())
+    assert ranking["predicted_gap"].iloc[0] == pytest.approx(total, abs=0.1)
+    assert ranking["share"].sum() == pytest.approx(1.0)
+    assert ranking.loc["normalize", "share"] < 0
+    gap_macro = P.macro_name("gap_factorial", "D", 20, "PredictedGap")
+    assert m.values[gap_macro] == P.signed(ranking["effect"].sum())
+    assert f"The main effects sum to \\{gap_macro}{{}} points" in text
+    assert "interactions cancel between these opposite corners" in text
+    assert "Each share in the table is a main effect over this sum." in text
+    # "Significant" after Holm over the depth's main effects, not on the raw p.
+    want = multipletests(ranking["p"], method="holm")[1]
+    assert ranking["p_holm"].to_numpy() == pytest.approx(want)
+    for f, r in ranking.iterrows():
+        key = P.macro_name("gap_factorial", "Factor", f, "D", 20, "PHolm")
+        assert m.values[key] == P.pval(r["p_holm"])
+    stem = ranking.loc["stem_pool"]
+    assert stem["p"] < 0.05 <= stem["p_holm"]  # the case where the two verdicts differ
+    verdicts = re.findall(
+        r"\\texttt\{([a-z_\\]+)\}[^;]*?, (significant after Holm|not significant)\)", text
+    )
+    by_factor = {f.replace("\\_", "_"): v for f, v in verdicts}
+    assert by_factor["crop"] == "significant after Holm"
+    assert by_factor["stem_pool"] == "not significant"
+    assert "Holm-adjusted" in text and "within their depth" in text
+    assert "sum of the main effects" in text  # the table's caption defines the share
+
+
+def test_gap_prose_holm_for_analyses_without_p_holm(gap_results):
+    # An analysis written before p_holm existed: the prose adjusts the main effects itself.
+    old = gap_results.ranking.drop(columns=["p_holm"])
+    res = _results(
+        "gap_factorial",
+        gap_results.summary,
+        effects=gap_results.effects.drop(columns=["p_holm"]),
+        ranking=old,
+    )
+    m = P.Macros()
+    PS.define_reference_numbers(m)
+    gap_section({"gap_factorial": res}, m)
+    want = multipletests(old["p"], method="holm")[1]
+    for f, p in zip(old["factor"], want):
+        assert m.values[P.macro_name("gap_factorial", "Factor", f, "D", 20, "PHolm")] == P.pval(p)
+
+
+def test_power_sentence_uses_the_fixed_0_3_column_whatever_the_margin():
+    summary = pd.DataFrame(
+        {
+            "variant": ["no_pool"],
+            "depth": [20],
+            "n": [5],
+            "seeds_needed_0.3": [7.0],
+            "seeds_needed_0.5": [3.0],
+        }
+    )
+    runs = pd.DataFrame(
+        {"status": ["finished"], "seed": [0], "best_test_error": [7.0], "final_test_error": [7.1]}
+    )
+    res = _results("stem_pool_ablation", summary, runs=runs, meta={"margin": 0.5, "power": 0.8})
+    m = P.Macros()
+    text = PS.threats_text({"stem_pool_ablation": res}, m)
+    key = P.macro_name("stem_pool_ablation", "D", 20, "Seeds", "For", "Fixed", "Diff")
+    assert m.values[key] == "7"
+    assert "a difference of 0.3 points with power 0.8" in text
+
+
+def test_selection_paragraph_counts_seeds_not_runs():
+    # Two studies' runs share seeds 0-2: the bias is averaged per seed first, n = 3 seeds.
+    rows = []
+    bias = {0: [0.1, 0.3, 0.2, 0.2], 1: [0.0, 0.1, 0.05, 0.05], 2: [0.4, 0.2, 0.3, 0.5]}
+    for seed, bs in bias.items():
+        for b in bs:
+            rows.append(
+                dict(status="finished", seed=seed, final_test_error=7.5, best_test_error=7.5 - b)
+            )
+    rows.append(dict(status="failed", seed=3, final_test_error=np.nan, best_test_error=np.nan))
+    runs = pd.DataFrame(rows)
+    m = P.Macros()
+    text = PS.selection_text(runs, m)
+    means = np.array([np.mean(bias[s]) for s in range(3)])
+    low, high = stats.t.interval(0.95, 2, loc=means.mean(), scale=stats.sem(means))
+    v = m.values
+    assert v["SelectionBiasN"] == "3" and v["SelectionBiasNRuns"] == "12"
+    assert v["SelectionBiasMean"] == P.num(means.mean())
+    assert (v["SelectionBiasLow"], v["SelectionBiasHigh"]) == (P.num(low), P.num(high))
+    assert "averaged per seed first" in text and "seeds" in text
+    assert PS.selection_text(runs.iloc[:0], P.Macros()) == ""

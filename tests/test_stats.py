@@ -9,10 +9,13 @@ import math
 import numpy as np
 import pandas as pd
 import pytest
+import statsmodels.formula.api as smf
 from scipy import stats
+from statsmodels.stats.anova import anova_lm
+from statsmodels.stats.meta_analysis import effectsize_smd
 from statsmodels.stats.multitest import multipletests
 from statsmodels.stats.power import TTestIndPower, TTestPower
-from statsmodels.stats.weightstats import DescrStatsW
+from statsmodels.stats.weightstats import DescrStatsW, ttost_ind
 
 from studies import stats as S
 
@@ -20,6 +23,18 @@ from studies import stats as S
 BASE = np.array([7.12, 6.95, 7.31, 7.04, 7.22])
 VAR = np.array([7.45, 7.21, 7.50, 7.40, 7.48])
 SEEDS = np.array([0, 1, 2, 3, 4])
+
+
+def sample_with(mean: float, sd: float, n: int) -> np.ndarray:
+    """n values whose mean and sample sd (ddof 1) are exactly `mean` and `sd`: a stand-in for
+    runs the paper summarises only as mean +- sd over n."""
+    z = np.arange(n) - (n - 1) / 2
+    return mean + sd * z / z.std(ddof=1)
+
+
+# ResNet-110 in Table 6: 6.61 +- 0.16 over 5 runs.
+PAPER_110 = sample_with(6.61, 0.16, 5)
+RUNS_110 = np.array([6.70, 6.52, 6.91, 6.64, 6.80])
 
 # ------------------------------------------------------------------------------- describe
 
@@ -113,6 +128,18 @@ def test_one_sample_resnet110_summary():
     r = S.one_sample_vs_paper(VAR, 6.61, paper_std=0.16, paper_n=5)
     ref = stats.ttest_ind_from_stats(VAR.mean(), VAR.std(ddof=1), 5, 6.61, 0.16, 5, equal_var=False)
     assert r["welch_p"] == pytest.approx(ref.pvalue)
+    # The Welch df from scipy: the raw two-sample test on a paper arm with that mean, sd, n.
+    assert PAPER_110.mean() == pytest.approx(6.61) and PAPER_110.std(ddof=1) == pytest.approx(0.16)
+    raw = stats.ttest_ind(VAR, PAPER_110, equal_var=False)
+    assert r["welch_df"] == pytest.approx(raw.df)
+    assert r["welch_statistic"] == pytest.approx(raw.statistic)
+
+
+def test_welch_df_matches_scipy():
+    a, b = np.array([7.1, 7.4, 7.0]), np.array([6.2, 6.9, 6.5, 7.3, 6.0, 6.6])
+    ref = stats.ttest_ind(a, b, equal_var=False)
+    assert S.welch_df(a.std(ddof=1), a.size, b.std(ddof=1), b.size) == pytest.approx(ref.df)
+    assert math.isnan(S.welch_df(0.1, 1, 0.2, 5)) and math.isnan(S.welch_df(0.0, 3, 0.0, 3))
 
 
 @pytest.mark.filterwarnings("error")
@@ -130,6 +157,7 @@ def test_one_sample_degenerate():
 
 def test_tost_known_answer():
     r = S.tost_vs_paper(VAR, 7.2, 0.5)
+    assert r["test"] == "tost_one_sample"
     p, (t1, p1, df1), (t2, p2, _) = DescrStatsW(VAR).ttost_mean(6.7, 7.7)
     assert r["p"] == pytest.approx(p) and r["p_low"] == pytest.approx(p1)
     assert r["p_upp"] == pytest.approx(p2) and r["t_low"] == pytest.approx(t1)
@@ -139,6 +167,49 @@ def test_tost_known_answer():
     assert p2 == pytest.approx(stats.ttest_1samp(VAR, 7.7, alternative="less").pvalue)
     assert r["p"] == pytest.approx(max(p1, p2))
     assert r["equivalent"] is True and (r["low"], r["upp"]) == pytest.approx((6.7, 7.7))
+    # Its interval: the 90% one-sample t interval of mean - paper, from scipy.
+    ci = stats.ttest_1samp(VAR, 7.2).confidence_interval(0.90)
+    assert (r["ci_low"], r["ci_high"]) == pytest.approx((ci.low - 7.2, ci.high - 7.2))
+    assert r["ci_level"] == pytest.approx(0.90)
+
+
+@pytest.mark.parametrize("margin", [0.1, 0.3, 0.5])
+def test_tost_welch_summary_matches_ttost_ind(margin):
+    # The paper's ResNet-110 (6.61 +- 0.16, n = 5) as a sample with exactly those statistics:
+    # the Welch TOST from summary statistics must equal statsmodels' two-sample Welch TOST.
+    r = S.tost_vs_paper(RUNS_110, 6.61, margin, paper_std=0.16, paper_n=5)
+    p, (t1, p1, df1), (t2, p2, df2) = ttost_ind(
+        RUNS_110, PAPER_110, -margin, margin, usevar="unequal"
+    )
+    assert r["test"] == "tost_welch_summary"
+    assert r["p"] == pytest.approx(p)
+    assert (r["p_low"], r["p_upp"]) == pytest.approx((p1, p2))
+    assert (r["t_low"], r["t_upp"]) == pytest.approx((t1, t2))
+    assert r["df"] == pytest.approx(df1) and df1 == pytest.approx(df2)
+    assert r["equivalent"] == bool(p < 0.05)
+    # The 90% Welch interval (scipy, raw samples): TOST rejects iff it lies inside +-margin.
+    ci = stats.ttest_ind(RUNS_110, PAPER_110, equal_var=False).confidence_interval(0.90)
+    assert (r["ci_low"], r["ci_high"]) == pytest.approx((ci.low, ci.high))
+    assert r["equivalent"] == bool(-margin < ci.low and ci.high < margin)
+    # Counting the paper's spread widens the standard error of the difference.
+    exact = S.tost_vs_paper(RUNS_110, 6.61, margin)
+    assert exact["test"] == "tost_one_sample" and r["se"] > exact["se"]
+    assert r["se"] == pytest.approx(math.hypot(stats.sem(RUNS_110), stats.sem(PAPER_110)))
+
+
+@pytest.mark.filterwarnings("error")
+def test_tost_welch_summary_degenerate():
+    r = S.tost_vs_paper([6.7], 6.61, 0.3, paper_std=0.16, paper_n=5)
+    assert math.isnan(r["p"]) and r["equivalent"] is False and "not computable" in r["note"]
+    r = S.tost_vs_paper(RUNS_110, 6.61, 0.3, paper_std=0.16, paper_n=1)
+    assert math.isnan(r["p"]) and "paper_n" in r["note"]
+    # Zero variance in the runs: Welch's df is the paper arm's n - 1 = 4.
+    r = S.tost_vs_paper([6.61] * 4, 6.61, 0.3, paper_std=0.16, paper_n=5)
+    assert np.isfinite(r["p"]) and r["df"] == pytest.approx(4.0)
+    r = S.tost_vs_paper([6.61] * 4, 6.61, 0.3, paper_std=0.0, paper_n=5)
+    assert math.isnan(r["p"]) and "zero variance" in r["note"]
+    with pytest.raises(ValueError):
+        S.tost_vs_paper(RUNS_110, 6.61, 0.3, paper_std=-0.1, paper_n=5)
 
 
 def test_tost_not_equivalent_and_degenerate():
@@ -191,10 +262,8 @@ def test_unpaired_known_answer():
     assert (r["ci_low"], r["ci_high"]) == pytest.approx((ci.low, ci.high))
     mw = stats.mannwhitneyu(v, BASE, alternative="two-sided")
     assert r["rank_p"] == pytest.approx(mw.pvalue)
-    # Hedges' g by hand: pooled sd, J = 1 - 3 / (4 (n1 + n2) - 9).
-    n1, n2 = v.size, BASE.size
-    sp = math.sqrt(((n1 - 1) * v.var(ddof=1) + (n2 - 1) * BASE.var(ddof=1)) / (n1 + n2 - 2))
-    g = (1 - 3 / (4 * (n1 + n2) - 9)) * (v.mean() - BASE.mean()) / sp
+    # Hedges' g: statsmodels' bias-corrected standardised mean difference.
+    g, _ = effectsize_smd(v.mean(), v.std(ddof=1), v.size, BASE.mean(), BASE.std(ddof=1), BASE.size)
     assert r["effect"] == pytest.approx(g) and r["effect_name"] == "hedges_g"
     assert math.isnan(r["boot_low"])  # n_boot = 0 skips the bootstrap
 
@@ -314,7 +383,33 @@ def test_selection_bias_known_answer():
     low, high = stats.t.interval(0.95, df=3, loc=d.mean(), scale=stats.sem(d))
     assert (r["ci95_low"], r["ci95_high"]) == pytest.approx((low, high))
     assert r["boot_low"] <= d.mean() <= r["boot_high"]
+    assert r["unit"] == "run" and r["n_runs"] == 4
     assert S.selection_bias([7.0], [6.9])["note"]  # n = 1 and final < best
+
+
+def test_selection_bias_averages_per_seed_first():
+    # Two variants x two depths share seeds 0-2; seed 3 has one run and one NaN run.
+    seeds = np.array([0, 1, 2, 0, 1, 2, 0, 1, 2, 3, 3])
+    final = np.array([7.2, 7.4, 7.1, 7.6, 7.3, 7.0, 8.0, 8.3, 8.1, 7.5, np.nan])
+    bias = np.array([0.1, 0.3, 0.0, 0.2, 0.1, 0.1, 0.4, 0.2, 0.3, 0.05, 0.0])
+    best = final - bias
+    r = S.selection_bias(best, final, seeds=seeds, seed=1, n_boot=500)
+    per_seed = pd.DataFrame({"s": seeds, "d": final - best}).dropna().groupby("s")["d"].mean()
+    assert r["unit"] == "seed" and r["n"] == 4 and r["n_runs"] == 10 and r["n_nan"] == 1
+    assert r["mean"] == pytest.approx(per_seed.mean())
+    assert r["std"] == pytest.approx(per_seed.std(ddof=1))
+    low, high = stats.t.interval(0.95, 3, loc=per_seed.mean(), scale=stats.sem(per_seed))
+    assert (r["ci95_low"], r["ci95_high"]) == pytest.approx((low, high))
+    boot = stats.bootstrap(
+        (per_seed.to_numpy(),), np.mean, method="BCa", n_resamples=500, rng=np.random.default_rng(1)
+    ).confidence_interval
+    assert (r["boot_low"], r["boot_high"]) == pytest.approx((boot.low, boot.high))
+    assert "n = 4 seeds" in r["note"]
+    # Treating the 10 runs as independent gives a narrower (wrong) interval.
+    runs = S.selection_bias(best, final)
+    assert runs["n"] == 10 and runs["ci95_high"] - runs["ci95_low"] < high - low
+    with pytest.raises(ValueError):
+        S.selection_bias(best, final, seeds=seeds[:3])
 
 
 # ------------------------------------------------------------------------------ calibration
@@ -365,12 +460,110 @@ def test_factorial_recovers_effects_and_ranking():
     assert eff.loc["A:B", "effect"] == pytest.approx(TRUE_AB, abs=0.06)
     assert abs(eff.loc["C:D", "effect"]) < 0.06
     assert list(r["ranking"]["factor"][:3]) == ["A", "B", "C"]
-    positive = r["ranking"]["effect"].clip(lower=0).sum()
-    assert r["ranking"]["share"].iloc[0] == pytest.approx(eff.loc["A", "effect"] / positive)
     assert r["anova"].loc["A", "PR(>F)"] < 1e-6 and "Residual" in r["anova"].index
     assert r["mixed"] is not None and r["mixed"]["effects"].shape[0] == 15
     mixed = r["mixed"]["effects"].set_index("term")
     assert mixed.loc["A", "effect"] == pytest.approx(eff.loc["A", "effect"], abs=1e-6)
+
+
+def coded(df: pd.DataFrame, factors: list[str]) -> pd.DataFrame:
+    """The response and -1 (paper) / +1 (other level) columns, built here independently."""
+    out = pd.DataFrame({"err": df["err"].to_numpy(), "seed": df["seed"].to_numpy()})
+    for k in factors:
+        out[k] = np.where(df[k].to_numpy() == "repro", 1.0, -1.0)
+    return out
+
+
+FORMULA = "err ~ (" + " + ".join(TRUE_MAIN) + ")**2"
+
+
+def test_factorial_share_of_the_predicted_gap():
+    df = half_fraction(3)
+    r = S.factorial_analysis(df, "err", list(TRUE_MAIN), reference_levels=PAPER)
+    fit = smf.ols(FORMULA, data=coded(df, list(TRUE_MAIN))).fit()
+    # The model's prediction at the all-reproduction corner minus the paper's protocol (a
+    # corner outside this half fraction: ABCD = +1 there but E = -1 at the all-low corner).
+    corners = pd.DataFrame([dict.fromkeys(TRUE_MAIN, 1.0), dict.fromkeys(TRUE_MAIN, -1.0)])
+    high, low = fit.predict(corners)
+    eff = r["effects"].set_index("term")
+    main = eff[eff["kind"] == "main"]["effect"]
+    gap = r["predicted_gap"]
+    assert gap["effect"] == pytest.approx(high - low)
+    assert gap["effect"] == pytest.approx(main.sum())
+    contrast = np.array([0.0] + [2.0] * 5 + [0.0] * 10)  # Intercept, mains, interactions
+    tt = fit.t_test(contrast.reshape(1, -1))
+    assert (gap["ci_low"], gap["ci_high"]) == pytest.approx(tuple(np.ravel(tt.conf_int())))
+    assert gap["p"] == pytest.approx(float(tt.pvalue))
+    ranking = r["ranking"].set_index("factor")
+    for k in TRUE_MAIN:
+        assert ranking.loc[k, "share"] == pytest.approx(main[k] / (high - low))
+    assert ranking["share"].sum() == pytest.approx(1.0)
+    assert ranking.loc["E", "share"] < 0  # E's reproduction level narrows the gap
+    assert ranking.loc["A", "share"] == pytest.approx(1.0 / 1.4, abs=0.05)  # true 1.0 / 1.4
+
+
+def test_factorial_share_undefined_when_effects_cancel():
+    rows = []
+    for s in range(2):
+        for a, b in itertools.product([-1, 1], repeat=2):
+            y = 7.0 + 0.25 * a - 0.25 * b + 0.01 * s
+            rows.append(
+                dict(
+                    seed=s, err=y, A="paper" if a < 0 else "repro", B="paper" if b < 0 else "repro"
+                )
+            )
+    refs = {"A": "paper", "B": "paper"}
+    r = S.factorial_analysis(pd.DataFrame(rows), "err", ["A", "B"], reference_levels=refs)
+    assert r["predicted_gap"]["effect"] == pytest.approx(0.0, abs=1e-9)
+    assert r["ranking"]["share"].isna().all() and "sum to zero" in r["note"]
+
+
+def test_factorial_holm_within_main_effects_and_within_interactions():
+    df = half_fraction(2, noise=0.2)
+    r = S.factorial_analysis(df, "err", list(TRUE_MAIN), reference_levels=PAPER)
+    eff = r["effects"]
+    for kind in ("main", "interaction"):
+        part = eff[eff["kind"] == kind]
+        want = multipletests(part["p"], method="holm")[1]
+        assert part["p_holm"].to_numpy() == pytest.approx(want)
+    ranking = r["ranking"].set_index("factor")
+    main = eff[eff["kind"] == "main"].set_index("term")
+    assert ranking["p_holm"].to_dict() == pytest.approx(main["p_holm"].to_dict())
+    assert (ranking["p_holm"] >= ranking["p"]).all()
+
+
+def test_factorial_anova_matches_statsmodels_type2():
+    df = half_fraction(3, noise=0.1)
+    r = S.factorial_analysis(df, "err", list(TRUE_MAIN), reference_levels=PAPER)
+    # Independent fit: the string levels as categorical factors with sum (effect) coding
+    # (columns renamed: patsy's C() would shadow a factor named C).
+    data = df.rename(columns={k: f"f{k}" for k in TRUE_MAIN})
+    sum_formula = "err ~ (" + " + ".join(f"C(f{k}, Sum)" for k in TRUE_MAIN) + ")**2"
+    want = anova_lm(smf.ols(sum_formula, data=data).fit(), typ=2)
+    want.index = [t.replace("C(f", "").replace(", Sum)", "") for t in want.index]
+    got = r["anova"]
+    assert sorted(got.index) == sorted(want.index) and len(got) == 16
+    for col in ("sum_sq", "df", "F", "PR(>F)"):
+        assert got[col].to_dict() == pytest.approx(want[col].to_dict(), nan_ok=True), col
+
+
+@pytest.mark.filterwarnings("ignore::statsmodels.tools.sm_exceptions.ConvergenceWarning")
+def test_factorial_mixed_model_matches_statsmodels_mixedlm():
+    df = half_fraction(3, noise=0.1)
+    r = S.factorial_analysis(df, "err", list(TRUE_MAIN), reference_levels=PAPER)
+    data = coded(df, list(TRUE_MAIN))
+    fit = smf.mixedlm(FORMULA, data, groups=data["seed"]).fit(reml=True)
+    m = r["mixed"]
+    eff = m["effects"].set_index("term")
+    ci = fit.conf_int()
+    for term in [t for t in fit.fe_params.index if t != "Intercept"]:
+        assert eff.loc[term, "effect"] == pytest.approx(2 * fit.fe_params[term], rel=1e-6)
+        assert eff.loc[term, "ci_low"] == pytest.approx(2 * ci.loc[term, 0], rel=1e-6)
+        assert eff.loc[term, "ci_high"] == pytest.approx(2 * ci.loc[term, 1], rel=1e-6)
+        assert eff.loc[term, "p"] == pytest.approx(fit.pvalues[term], rel=1e-6, abs=1e-12)
+    assert m["seed_var"] == pytest.approx(float(fit.cov_re.iloc[0, 0]), rel=1e-6)
+    assert m["resid_var"] == pytest.approx(fit.scale, rel=1e-6)
+    assert m["converged"] == fit.converged
 
 
 def test_factorial_reference_level_sets_sign():
