@@ -414,8 +414,11 @@ class Evaluator:
         mean: Tensor,
         std: Tensor,
         fmt: torch.memory_format,
+        order_seed: int | None = None,
     ) -> None:
+        """order_seed: the seed whose test order eval_shuffle uses (default: seed)."""
         self.cfg, self.seed, self.specs = cfg, seed, list(specs)
+        self.order_seed = seed if order_seed is None else order_seed
         self.train, self.test = train, test
         self.mean, self.std, self.fmt = mean, std, fmt
 
@@ -439,30 +442,35 @@ class Evaluator:
             "train_loss": acc[0] / acc[2] if acc[2] else math.nan,
         }
         state["acc"] = [0.0, 0.0, 0]
-        test_x, test_y = self.test
         for spec in self.specs:
-            order = None
-            if spec.eval_shuffle:
-                g = torch.Generator().manual_seed(_epoch_seed(self.seed, 0, "eval_order"))
-                order = torch.randperm(test_x.shape[0], generator=g)
-            err, loss = evaluate(
-                model,
-                test_x,
-                test_y,
-                mean=self.mean,
-                std=self.std,
-                bn_eval=spec.bn_eval,
-                batch_size=spec.eval_batch_size,
-                order=order,
-                precise_batches=self.precise_batches,
-                cfg=self.cfg,
-                memory_format=self.fmt,
-            )
+            err, loss = self.test_error(model, spec)
             key = "" if spec is self.cfg else f"{spec.config_hash}:"
             rec[f"{key}test_error"], rec[f"{key}test_loss"] = err, loss
         for k, v in rec.items():
             state["curves"].setdefault(k, []).append(v)
         return rec
+
+    def test_error(self, model: nn.Module, spec: RunConfig) -> tuple[float, float]:
+        """Test error (%) and loss of `model` under spec's evaluation fields: its BN mode,
+        batch size and (eval_shuffle) the test order of this seed's run."""
+        test_x, test_y = self.test
+        order = None
+        if spec.eval_shuffle:
+            g = torch.Generator().manual_seed(_epoch_seed(self.order_seed, 0, "eval_order"))
+            order = torch.randperm(test_x.shape[0], generator=g)
+        return evaluate(
+            model,
+            test_x,
+            test_y,
+            mean=self.mean,
+            std=self.std,
+            bn_eval=spec.bn_eval,
+            batch_size=spec.eval_batch_size,
+            order=order,
+            precise_batches=self.precise_batches,
+            cfg=self.cfg,
+            memory_format=self.fmt,
+        )
 
 
 def eval_specs(cfg: RunConfig, eval_variants: Sequence[RunConfig]) -> list[RunConfig]:

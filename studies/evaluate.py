@@ -25,19 +25,19 @@ import torch
 from resnet_repro.config import BN_EVALS, DATASETS, NORMALIZES, RunConfig, from_dict
 from resnet_repro.data import load_for_config, normalization_stats
 from resnet_repro.models import CifarResNet, build_model
-from resnet_repro.train import PRECISE_BN_BATCHES, BatchStream, _epoch_seed, evaluate
+from resnet_repro.train import Evaluator
 
 
-def load_network(path: str | Path, *, arch: str = "resnet") -> tuple[CifarResNet, RunConfig]:
-    """The network in `path` and its config (the run's own, or inferred for a public
-    state dict: depth from the blocks, option A, PyTorch-default hyperparameters)."""
+def load_network(path: str | Path, *, arch: str = "resnet") -> tuple[CifarResNet, RunConfig, int]:
+    """The network in `path`, its config and seed (the run's own, or for a public state
+    dict: depth from the blocks, option A, PyTorch-default hyperparameters, seed 0)."""
     obj = torch.load(path, map_location="cpu", weights_only=True)
     if isinstance(obj, dict) and "model" in obj and "config" in obj:  # our checkpoint
         cfg = from_dict(obj["config"])
         model = build_model(cfg.replace(bn_eval="running"))
         model.load_state_dict(obj["model"])
-        return model, cfg
-    return load_public_state_dict(obj, arch=arch)
+        return model, cfg, int(obj.get("seed", 0))
+    return (*load_public_state_dict(obj, arch=arch), 0)
 
 
 def load_public_state_dict(
@@ -71,52 +71,41 @@ def run_evaluation(
     model: CifarResNet,
     cfg: RunConfig,
     *,
+    seed: int = 0,
     bn_eval: str = "running",
     eval_batch_size: int = 128,
     shuffle_seed: int | None = None,
     data_dir: str | None = None,
     device: str = "cpu",
 ) -> dict[str, Any]:
-    """Test error (%) and loss of `model` on cfg's dataset under the given switches."""
+    """Test error (%) and loss of `model` on cfg's dataset under the given switches, as
+    the run of `seed` evaluates it: "precise" BN statistics from that run's batches;
+    shuffle_seed S: the test order of a run with seed S (None: stored order)."""
     data = load_for_config(cfg, data_dir)
     mean, std = normalization_stats(data.train_x, cfg.normalize)
-    model = model.to(device)
-    order = None
-    if shuffle_seed is not None:
-        order = torch.randperm(
-            data.test_x.shape[0], generator=torch.Generator().manual_seed(shuffle_seed)
-        )
-
-    def precise_batches():
-        stream = BatchStream(
-            data.train_x.to(device),
-            data.train_y.to(device),
-            cfg,
-            _epoch_seed(0, 0, "precise"),
-            mean,
-            std,
-        )
-        n = min(PRECISE_BN_BATCHES, max(1, stream.n // cfg.batch_size))
-        return (stream.batch(k)[0] for k in range(n))
-
-    err, loss = evaluate(
-        model,
-        data.test_x.to(device),
-        data.test_y.to(device),
-        mean=mean,
-        std=std,
-        bn_eval=bn_eval,
-        batch_size=eval_batch_size,
-        order=order,
-        precise_batches=precise_batches,
-        cfg=cfg,
+    dev = torch.device(device)
+    spec = cfg.replace(
+        bn_eval=bn_eval, eval_batch_size=eval_batch_size, eval_shuffle=shuffle_seed is not None
     )
+    evaluator = Evaluator(
+        cfg,
+        seed,
+        [spec],
+        (data.train_x.to(dev), data.train_y.to(dev)),
+        (data.test_x.to(dev), data.test_y.to(dev)),
+        mean,
+        std,
+        torch.contiguous_format,
+        order_seed=shuffle_seed,
+    )
+    err, loss = evaluator.test_error(model.to(dev), spec)
     return {
         "test_error": err,
         "test_loss": loss,
         "bn_eval": bn_eval,
         "eval_batch_size": eval_batch_size,
         "shuffle_seed": shuffle_seed,
+        "seed": seed,
         "dataset": cfg.dataset,
         "normalize": cfg.normalize,
         "depth": cfg.depth,
@@ -131,7 +120,18 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("checkpoint")
     p.add_argument("--bn-eval", default="running", choices=list(BN_EVALS))
     p.add_argument("--eval-batch-size", type=int, default=128)
-    p.add_argument("--shuffle-seed", type=int, default=None)
+    p.add_argument(
+        "--shuffle-seed",
+        type=int,
+        default=None,
+        help="shuffled test batches, in the order a run with this seed uses",
+    )
+    p.add_argument(
+        "--seed",
+        type=int,
+        default=None,
+        help='the run whose training batches "precise" BN uses (default: the checkpoint\'s)',
+    )
     p.add_argument("--normalize", default=None, choices=list(NORMALIZES))
     p.add_argument("--dataset", default=None, choices=list(DATASETS))
     p.add_argument(
@@ -142,12 +142,13 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--json", default=None, help="also write the result here")
     args = p.parse_args(argv)
     try:
-        model, cfg = load_network(args.checkpoint, arch=args.arch)
+        model, cfg, seed = load_network(args.checkpoint, arch=args.arch)
         changes = {k: v for k, v in (("normalize", args.normalize), ("dataset", args.dataset)) if v}
         cfg = cfg.replace(**changes) if changes else cfg
         out = run_evaluation(
             model,
             cfg,
+            seed=seed if args.seed is None else args.seed,
             bn_eval=args.bn_eval,
             eval_batch_size=args.eval_batch_size,
             shuffle_seed=args.shuffle_seed,

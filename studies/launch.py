@@ -18,6 +18,7 @@ executor), `--cluster debug` in this process: both for tests.
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from pathlib import Path
 from typing import Any
@@ -71,10 +72,17 @@ class WorkerJob:
         return {"_worker": None}
 
 
+STORAGE_ENV = "RESNET_REPRO_STORAGE"
+
+
 def worker_argv(args: argparse.Namespace, url: str, threads: int | None) -> list[str]:
+    """The workers' command line. A URL with a password is not in it (submitit pickles
+    the arguments into job files under the shared output directory): the jobs read it
+    from $RESNET_REPRO_STORAGE, which they inherit from the submission (--export=ALL)."""
     from studies.worker import worker_options
 
-    argv = [args.study, "--storage", url, "--out", str(Path(args.out).resolve())]
+    where = ["--storage", url] if store.redact(url) == url else ["--storage-env", STORAGE_ENV]
+    argv = [args.study, *where, "--out", str(Path(args.out).resolve())]
     return argv + worker_options(args, threads)
 
 
@@ -91,6 +99,8 @@ def executor_parameters(args: argparse.Namespace, cluster: str) -> dict[str, Any
             mem_gb=args.mem_gb,
             tasks_per_node=1,
             nodes=1,
+            # The jobs inherit this environment, the storage URL with it (worker_argv).
+            slurm_additional_parameters={"export": "ALL"},
         )
     return {k: v for k, v in params.items() if v is not None}
 
@@ -122,6 +132,20 @@ def submit_slurm(args: argparse.Namespace, url: str) -> int:
         return 2
     threads = args.threads or (args.cpus_per_worker if executor.cluster == "slurm" else 1)
     argv = worker_argv(args, url, threads)
+    saved = os.environ.get(STORAGE_ENV)
+    os.environ[STORAGE_ENV] = url  # what the jobs inherit (sbatch or local processes)
+    try:
+        return _submit_and_wait(args, url, executor, argv, folder)
+    finally:
+        if saved is None:
+            os.environ.pop(STORAGE_ENV, None)
+        else:
+            os.environ[STORAGE_ENV] = saved
+
+
+def _submit_and_wait(
+    args: argparse.Namespace, url: str, executor: Any, argv: list[str], folder: Path
+) -> int:
     jobs = executor.map_array(WorkerJob(), [argv] * args.workers)
     array_id = jobs[0].job_id.split("_")[0] if jobs else "-"
     print(

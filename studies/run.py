@@ -30,7 +30,13 @@ from resnet_repro.models import forward_macs
 from studies import store
 from studies.progress import StudyProgress, is_tty
 from studies.tracking import resolve_mode
-from studies.worker import CHANNELS_LAST, Worker, add_worker_args, worker_options
+from studies.worker import (
+    CHANNELS_LAST,
+    Worker,
+    add_worker_args,
+    resolve_device,
+    worker_options,
+)
 
 
 class UsageError(Exception):
@@ -76,6 +82,8 @@ def plan(study: Study, args: argparse.Namespace) -> list[Cell]:
             close = difflib.get_close_matches(name, field_names(), n=3)
             hint = f" (did you mean {', '.join(close)}?)" if close else ""
             raise UsageError(f"{e}{hint}") from None
+        if name == "depth":
+            raise UsageError(f"--set {text!r}: a study sets the depth per cell: use --depths")
         overrides[name] = value
     if args.dataset:
         overrides["dataset"] = args.dataset
@@ -138,6 +146,8 @@ def main(argv: list[str] | None = None) -> int:
         study = ablations.get(args.study)
         cells = plan(study, args)
         mode = resolve_mode(args.wandb)
+        if args.launcher == "local":  # SLURM nodes may have devices this machine lacks
+            resolve_device(args.device)
     except (KeyError, UsageError, ValueError) as e:
         print(f"error: {e.args[0] if isinstance(e, KeyError) else e}", file=sys.stderr)
         return 2
@@ -150,8 +160,11 @@ def main(argv: list[str] | None = None) -> int:
         storage = store.open_storage(url)
         st = store.create_or_load(storage, study.name)
         st.set_user_attr("question", study.question)
-        requeued = store.requeue_dead_local(st)
+        requeued = store.recover(st)
         added = store.enqueue(st, cells, args.budget)
+    except store.ConfigMismatch as e:
+        print(f"error: {e} (storage {store.redact(url)})", file=sys.stderr)
+        return 2
     except Exception as e:  # noqa: BLE001 - an unreachable storage: say so, no traceback
         print(f"error: storage {store.redact(url)}: {store.scrub(str(e), url)}", file=sys.stderr)
         return 2

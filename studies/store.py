@@ -19,6 +19,7 @@ RESNET_REPRO_GRACE_PERIOD override both (tests use a few seconds).
 
 from __future__ import annotations
 
+import datetime
 import json
 import os
 import re
@@ -162,14 +163,38 @@ def cell_key(trial: FrozenTrial) -> str | None:
     return trial.user_attrs.get(CELL)
 
 
+class ConfigMismatch(ValueError):
+    """Cells whose (variant, depth, seed) the study already holds with another config."""
+
+
+def check_configs(by_cell: dict[str, list[FrozenTrial]], cells: Iterable[Cell]) -> None:
+    """Refuse to mix configs in one study: a cell's results are only comparable with the
+    cells trained by the same protocol (budget, dataset, `--set` values, catalog)."""
+    for cell in cells:
+        old = next((t.user_attrs.get("config") for t in by_cell.get(cell.key, [])), None)
+        if old is None:
+            continue
+        before, now = json.loads(old), cell.config.to_dict()
+        changed = [f"{k} {before.get(k)!r} -> {v!r}" for k, v in now.items() if before.get(k) != v]
+        if changed:
+            raise ConfigMismatch(
+                f"study {cell.study!r} already holds cell {cell.key} trained with another "
+                f"config ({'; '.join(changed[:6])}); results of different protocols do not "
+                "mix: give this run its own --out (or --storage), or delete the old study"
+            )
+
+
 def enqueue(study: optuna.Study, cells: Iterable[Cell], budget: str) -> int:
     """Enqueue every cell that has no trial yet, or whose trials all failed without a
     live retry (a crash that is worth running again: it resumes from its checkpoint).
-    Returns the number enqueued. Finished cells (done or diverged) are never re-queued."""
+    Returns the number enqueued. Finished cells (done or diverged) are never re-queued.
+    Raises ConfigMismatch, enqueuing nothing, if a cell exists with another config."""
+    cells = list(cells)
     by_cell: dict[str, list[FrozenTrial]] = {}
     for t in trials(study):
         if key := cell_key(t):
             by_cell.setdefault(key, []).append(t)
+    check_configs(by_cell, cells)
     n = 0
     for cell in cells:
         states = {t.state for t in by_cell.get(cell.key, [])}
@@ -222,12 +247,14 @@ def take_waiting(study: optuna.Study, trial: FrozenTrial) -> bool:
     it pops one; False if another worker took it first. The caller keeps its heartbeat
     (`Heartbeats`) and finishes it (`complete` or `requeue`)."""
     storage = study._storage
+    # Beat first: a trial that is RUNNING always has a heartbeat, so a kill at any moment
+    # leaves it for the stale check (a beat on a trial another worker wins is harmless).
+    storage.record_heartbeat(trial._trial_id)
     try:
         if not storage.set_trial_state_values(trial._trial_id, state=TrialState.RUNNING):
             return False
     except optuna.exceptions.UpdateFinishedTrialError:
         return False
-    storage.record_heartbeat(trial._trial_id)
     for key, value in _claim_attrs(trial.number).items():
         storage.set_trial_user_attr(trial._trial_id, key, value)
     return True
@@ -265,17 +292,21 @@ class Heartbeats:
         self.stop = threading.Event()
         self.thread = threading.Thread(target=self._beat, daemon=True)
 
+    def _beat_once(self) -> None:
+        for trial_id in self.trial_ids:
+            try:
+                self.storage.record_heartbeat(trial_id)
+            except Exception:  # noqa: BLE001 - a missed beat; the next one may work
+                pass
+
     def _beat(self) -> None:
         interval = self.storage.get_heartbeat_interval() or HEARTBEAT_INTERVAL
         while not self.stop.wait(interval):
-            for trial_id in self.trial_ids:
-                try:
-                    self.storage.record_heartbeat(trial_id)
-                except Exception:  # noqa: BLE001 - a missed beat; the next one may work
-                    pass
+            self._beat_once()
 
     def __enter__(self) -> Heartbeats:
         if self.trial_ids:
+            self._beat_once()
             self.thread.start()
         return self
 
@@ -321,10 +352,29 @@ def requeue_dead_local(study: optuna.Study) -> int:
     return n
 
 
+def requeue_unclaimed(study: optuna.Study) -> int:
+    """Fail and re-queue RUNNING cell trials that no worker claimed within the grace
+    period. A live worker claims a trial (`claim`) within moments of taking it; one
+    killed in between leaves a trial with neither a claim nor, when it was taken by
+    `study.optimize`, a heartbeat, which the stale check would never see. Returns the
+    count."""
+    _, grace = heartbeat_settings()
+    now, n = datetime.datetime.now(), 0
+    for t in trials(study):
+        if t.state != TrialState.RUNNING or cell_key(t) is None:
+            continue
+        if t.user_attrs.get(CLAIM) == t.number or t.datetime_start is None:
+            continue
+        if (now - t.datetime_start).total_seconds() > grace:
+            n += requeue(study, t._trial_id)
+    return n
+
+
 def recover(study: optuna.Study) -> int:
     """Re-queue the cells of dead workers: local ones at once, others once their heartbeat
-    is older than the grace period. Returns the number re-queued locally."""
-    n = requeue_dead_local(study)
+    is older than the grace period, and trials nobody claimed. Returns the number
+    re-queued locally or unclaimed."""
+    n = requeue_dead_local(study) + requeue_unclaimed(study)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
         optuna.storages.fail_stale_trials(study)

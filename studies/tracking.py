@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import netrc
 import os
+import secrets
 import warnings
 from pathlib import Path
 from typing import Any
@@ -54,9 +55,14 @@ class WandbRun(Callback):
         mode: str,
         project: str,
         directory: str | os.PathLike,
+        wandb_id: str | None = None,
     ) -> None:
+        """wandb_id: the W&B run id (`cell_wandb_id`); a resumed cell passes the id of its
+        first start and logs into the same run."""
         self.kw = dict(
             project=project,
+            id=wandb_id,
+            resume="allow" if wandb_id else None,
             group=study,
             job_type=variant,
             name=run_id,
@@ -109,6 +115,22 @@ class WandbRun(Callback):
             self.run.finish()
 
         self._guard("finish", finish)
+
+
+def cell_wandb_id(directory: str | os.PathLike, run_id: str) -> str:
+    """The W&B run id of the cell `run_id` logged under `directory`: made at the cell's
+    first start and kept in `<directory>/wandb/ids/<run_id>`, so a cell resumed after a
+    crash logs into the same W&B run (offline runs with one id sync into one run), while
+    a study started afresh in an emptied directory gets new runs."""
+    path = Path(directory) / "wandb" / "ids" / run_id
+    if path.exists():
+        return path.read_text().strip()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    new = f"{run_id}-{secrets.token_hex(4)}"
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    tmp.write_text(new + "\n")
+    os.replace(tmp, path)
+    return new
 
 
 class _Summary:

@@ -44,7 +44,7 @@ from resnet_repro.packed import train_packed
 from resnet_repro.train import COMPILE_MODES, Callback, ExecOptions, TrainResult, train
 from studies import store
 from studies.progress import CellProgress
-from studies.tracking import WandbRun, replay_to_wandb
+from studies.tracking import WandbRun, cell_wandb_id, replay_to_wandb
 
 
 def environment(device: str, deterministic: bool) -> dict[str, Any]:
@@ -351,6 +351,7 @@ class Worker:
             mode=self.wandb_mode,
             project=self.wandb_project,
             directory=self.dir,
+            wandb_id=cell_wandb_id(self.dir, attrs["run_id"]),
         )
 
     def replay(self, attrs: dict[str, Any], cfg, result: dict[str, Any]) -> None:
@@ -440,11 +441,26 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         default=None,
         help="Optuna storage URL (default: $RESNET_REPRO_STORAGE, else SQLite under --out)",
     )
+    p.add_argument(
+        "--storage-env",
+        default=None,
+        metavar="NAME",
+        help="read the storage URL from this environment variable, which must be set "
+        "(SLURM jobs: keeps a password out of the job files)",
+    )
     add_worker_args(p)
     return p.parse_args(argv)
 
 
 def storage_url(args: argparse.Namespace) -> str:
+    if getattr(args, "storage_env", None):
+        url = os.environ.get(args.storage_env)
+        if not url:
+            raise ValueError(
+                f"--storage-env {args.storage_env}: the environment variable is not set "
+                "(it holds the study's storage URL)"
+            )
+        return url
     return (
         args.storage
         or os.environ.get("RESNET_REPRO_STORAGE")
@@ -477,7 +493,11 @@ def main(argv: list[str] | None = None, on_worker: Callable[[Worker], None] | No
     """Run a worker until the queue is empty. `on_worker` receives the worker before it
     starts (studies.launch keeps it to release the running cell on preemption)."""
     args = parse_args(argv)
-    url = storage_url(args)
+    try:
+        url = storage_url(args)
+    except ValueError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
     t0 = time.time()
     try:
         worker = make_worker(args)

@@ -22,6 +22,7 @@ from studies import run as run_cli
 from studies import store
 from studies.evaluate import load_network, load_public_state_dict
 from studies.evaluate import main as evaluate_main
+from studies.tracking import cell_wandb_id
 
 ROOT = Path(__file__).resolve().parent.parent
 # The smoke budget, shrunk further so every study fits the suite's time.
@@ -236,24 +237,36 @@ def test_diverging_cell_is_recorded_and_the_study_finishes(tmp_path):
 
 def test_eval_only_variants_train_once_and_match_their_own_training(tmp_path):
     code = run_cli.main(
-        ["bn_eval_ablation", "--seeds", "1", "--depths", "8", "--out", str(tmp_path), *TINY]
+        ["bn_eval_ablation", "--seeds", "2", "--depths", "8", "--out", str(tmp_path), *TINY]
     )
     assert code == 0
     st = _study(tmp_path, "bn_eval_ablation")
-    res = {k.split("|")[0]: store.result_of(t) for k, t in store.finished(st).items()}
-    assert set(res) == {"running", "precise", "batch", "batch_shuffled"}
-    assert len({r["trained_by"] for r in res.values()}) == 1  # one training for all four
-    assert len(list((tmp_path / "bn_eval_ablation" / "checkpoints").glob("*.pt"))) == 1
-    assert len({r["run_id"] for r in res.values()}) == 4
-    trains = {json.dumps(r["curves"]["train_loss"]) for r in res.values()}
-    assert len(trains) == 1  # exactly paired: the same training curve
-    assert res["batch"]["curves"]["test_error"] != res["running"]["curves"]["test_error"]
-    # evaluating the saved checkpoint in batch mode reproduces the stored number
-    ckpt = res["running"]["checkpoint"]
-    out = tmp_path / "eval.json"
-    assert evaluate_main([ckpt, "--bn-eval", "batch", "--json", str(out)]) == 0
-    ev = json.loads(out.read_text())
-    assert ev["test_error"] == pytest.approx(res["batch"]["final_test_error"])
+    by_seed = {s: {} for s in (0, 1)}
+    for k, t in store.finished(st).items():
+        variant, _, seed = k.split("|")
+        by_seed[int(seed)][variant] = store.result_of(t)
+    for res in by_seed.values():
+        assert set(res) == {"running", "precise", "batch", "batch_shuffled"}
+        assert len({r["trained_by"] for r in res.values()}) == 1  # one training for all four
+        assert len({r["run_id"] for r in res.values()}) == 4
+        trains = {json.dumps(r["curves"]["train_loss"]) for r in res.values()}
+        assert len(trains) == 1  # exactly paired: the same training curve
+        assert res["batch"]["curves"]["test_error"] != res["running"]["curves"]["test_error"]
+    assert len(list((tmp_path / "bn_eval_ablation" / "checkpoints").glob("*.pt"))) == 2
+    # Evaluating a saved checkpoint reproduces every stored number, for either seed.
+    for seed, res in by_seed.items():
+        ckpt = res["running"]["checkpoint"]
+        for variant, extra in [
+            ("running", []),
+            ("batch", ["--bn-eval", "batch"]),
+            ("precise", ["--bn-eval", "precise"]),
+            ("batch_shuffled", ["--bn-eval", "batch", "--shuffle-seed", str(seed)]),
+        ]:
+            out = tmp_path / f"eval-{seed}-{variant}.json"
+            assert evaluate_main([ckpt, *extra, "--json", str(out)]) == 0
+            ev = json.loads(out.read_text())
+            assert ev["seed"] == seed
+            assert ev["test_error"] == pytest.approx(res[variant]["final_test_error"]), variant
 
 
 def test_evaluate_public_layout_gives_our_logits(tmp_path):
@@ -273,8 +286,8 @@ def test_evaluate_public_layout_gives_our_logits(tmp_path):
     }
     path = tmp_path / "resnet20.th"
     torch.save(public, path)
-    model, cfg = load_network(path)
-    assert cfg.depth == 20 and cfg.shortcut == "A"
+    model, cfg, seed = load_network(path)
+    assert cfg.depth == 20 and cfg.shortcut == "A" and seed == 0
     x = torch.randn(4, 3, 32, 32)
     with torch.no_grad():
         assert torch.allclose(model.eval()(x), ours(x), atol=1e-6)
@@ -286,7 +299,8 @@ def test_evaluate_public_layout_gives_our_logits(tmp_path):
     assert code == 0
 
 
-def test_wandb_offline_one_run_per_cell_with_group_and_job_type(tmp_path):
+@pytest.mark.parametrize("pack", [1, 2])
+def test_wandb_offline_one_run_per_cell_with_group_and_job_type(pack, tmp_path):
     args = [
         "stem_pool_ablation",
         "--seeds",
@@ -295,11 +309,20 @@ def test_wandb_offline_one_run_per_cell_with_group_and_job_type(tmp_path):
         "8",
         "--out",
         str(tmp_path),
+        "--pack",
+        str(pack),
         *[a if a != "disabled" else "offline" for a in TINY],
     ]
     assert run_cli.main(args) == 0
     runs = sorted((tmp_path / "stem_pool_ablation" / "wandb").glob("offline-run-*"))
     assert len(runs) == 4
+    # Each cell's W&B id is kept with the study, so a resumed cell logs into its own run.
+    ids = {p.name: p.read_text().strip() for p in (runs[0].parent / "ids").iterdir()}
+    assert len(ids) == 4 and all(i.startswith(run_id) for run_id, i in ids.items())
+    assert {r.name.split("-", 3)[3] for r in runs} == set(ids.values())
+    assert cell_wandb_id(tmp_path / "stem_pool_ablation", next(iter(ids))) == next(
+        iter(ids.values())
+    )
     wandb = Path(sys.executable).parent / "wandb"
     seen = Counter()
     for r in runs:
@@ -326,6 +349,49 @@ def test_cli_errors_exit_2_and_name_close_matches(capsys):
     with pytest.raises(SystemExit) as e:
         run_cli.main(["crop_ablation", "--budget", "huge"])
     assert e.value.code == 2
+
+
+def test_rerun_with_another_protocol_is_refused_and_changes_nothing(tmp_path, capsys):
+    args = ["stem_pool_ablation", "--seeds", "1", "--depths", "8", "--out", str(tmp_path)]
+    assert run_cli.main([*args, *TINY]) == 0
+    before = {
+        k: t.number for k, t in store.finished(_study(tmp_path, "stem_pool_ablation")).items()
+    }
+    capsys.readouterr()
+    # e.g. the paper budget into the smoke study's directory, or another --set value
+    assert run_cli.main([*args, *TINY, "--set", "lr=0.5", "--seeds", "2"]) == 2
+    err = capsys.readouterr().err
+    assert "no_pool|8|0" in err and "lr 0.025 -> 0.5" in err and "--out" in err
+    st = _study(tmp_path, "stem_pool_ablation")
+    assert {k: t.number for k, t in store.finished(st).items()} == before
+    assert len([t for t in store.trials(st) if store.cell_key(t)]) == 2  # none queued
+
+
+def test_bad_depth_and_device_exit_2_before_queueing(tmp_path, capsys):
+    args = ["stem_pool_ablation", "--depths", "8", "--out", str(tmp_path), *TINY]
+    assert run_cli.main([*args, "--set", "depth=20"]) == 2
+    assert "--depths" in capsys.readouterr().err
+    assert run_cli.main([*args, "--pack", "0"]) == 2
+    assert "--pack 0: allowed values are integers >= 1" in capsys.readouterr().err
+    if not torch.cuda.is_available():
+        assert run_cli.main([*args, "--device", "cuda"]) == 2
+        assert "no CUDA device here" in capsys.readouterr().err
+    assert run_cli.main([*args, "--device", "tpu"]) == 2
+    assert "allowed values are auto, cpu, cuda, cuda:N" in capsys.readouterr().err
+    assert not (tmp_path / "stem_pool_ablation" / "study.db").exists()
+
+
+def test_local_worker_processes_split_the_cores_and_finish_every_cell(tmp_path):
+    args = ["stem_pool_ablation", "--seeds", "2", "--depths", "8", "--out", str(tmp_path)]
+    assert run_cli.main([*args, *TINY, "--workers", "2"]) == 0
+    st = _study(tmp_path, "stem_pool_ablation")
+    done = _complete_by_cell(st)
+    assert set(done) == {f"{v}|8|{s}" for v in ("no_pool", "pool") for s in (0, 1)}
+    assert all(n == 1 for n in done.values())
+    pids = {t.user_attrs["pid"] for t in store.finished(st).values()}
+    assert len(pids) == 2 and os.getpid() not in pids  # two worker processes did the work
+    logs = sorted((tmp_path / "stem_pool_ablation" / "logs").glob("worker-*.log"))
+    assert len(logs) == 2 and all("ran" in log.read_text() for log in logs)
 
 
 def test_list_and_dry_run(capsys):

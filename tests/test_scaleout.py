@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import glob
+import importlib.util
 import os
 import pickle
 import shutil
@@ -142,6 +143,7 @@ def _fake_slurm(bindir: Path) -> Path:
 
 def test_slurm_submission_passes_options_and_shows_no_password(tmp_path, capsys, monkeypatch):
     kept = _fake_slurm(tmp_path / "bin")
+    monkeypatch.delenv("RESNET_REPRO_STORAGE", raising=False)
     monkeypatch.setenv("PATH", f"{tmp_path / 'bin'}{os.pathsep}{os.environ['PATH']}")
     url = "postgresql://resnet:s3cret-pw@db.example:5432/studies"
     args = run_cli.parse_args(
@@ -157,6 +159,7 @@ def test_slurm_submission_passes_options_and_shows_no_password(tmp_path, capsys,
     script = (kept / "job.sh").read_text()
     assert "s3cret-pw" not in script
     for flag in (
+        "--export=ALL",  # the jobs inherit the storage URL from the environment
         "--partition=gpu",
         "--account=lab",
         "--time=90",
@@ -174,8 +177,18 @@ def test_slurm_submission_passes_options_and_shows_no_password(tmp_path, capsys,
     delayed = pickle.loads(submitted.read_bytes())
     assert isinstance(delayed.function, launch.WorkerJob)
     (argv,) = delayed.args
-    assert argv[:3] == ["crop_ablation", "--storage", url]
+    # The password stays out of the job files: the jobs read the URL from the environment.
+    assert b"s3cret-pw" not in submitted.read_bytes()
+    assert argv[:3] == ["crop_ablation", "--storage-env", "RESNET_REPRO_STORAGE"]
     assert argv[argv.index("--threads") + 1] == "6"
+    assert "RESNET_REPRO_STORAGE" not in os.environ  # set for the submission only
+    monkeypatch.setenv("RESNET_REPRO_STORAGE", url)
+    assert worker_cli.storage_url(worker_cli.parse_args(argv)) == url
+    monkeypatch.delenv("RESNET_REPRO_STORAGE")
+    assert worker_cli.main(argv) == 2
+    assert "--storage-env RESNET_REPRO_STORAGE: the environment variable is not set" in (
+        capsys.readouterr().err
+    )
     # submitit calls checkpoint(*args) on preemption and resubmits what it returns.
     again = delayed.function.checkpoint(argv)
     assert isinstance(again.function, launch.WorkerJob) and again.args == (argv,)
@@ -200,6 +213,25 @@ def test_release_requeues_the_running_cell(tmp_path):
     assert trials[0].state == TrialState.FAIL
     assert [t.state for t in trials[1:]] == [TrialState.WAITING]
     assert store.cell_key(trials[1]) == store.cell_key(trials[0])
+
+
+@pytest.mark.filterwarnings("ignore:Heartbeat of storage")
+def test_a_cell_taken_but_never_claimed_is_requeued_after_the_grace_period(tmp_path, monkeypatch):
+    for k, v in FAST_HEARTBEAT.items():
+        monkeypatch.setenv(k, v)
+    url = store.default_storage(tmp_path, "unclaimed")
+    st = _new_study(url, "unclaimed", _cells("unclaimed", 2, 4, 2))
+    # A worker killed between popping a cell and claiming it: RUNNING, no heartbeat, no pid.
+    lost, alive = store.trials(st)
+    st._storage.set_trial_state_values(lost._trial_id, TrialState.RUNNING)
+    assert store.take_waiting(st, alive)  # claimed by this (live) process
+    assert store.recover(st) == 0  # within the grace period: it may still be claimed
+    time.sleep(4)
+    with store.Heartbeats(st, [alive._trial_id]):
+        assert store.recover(st) == 1
+    states = [t.state for t in store.trials(st)]
+    assert states == [TrialState.FAIL, TrialState.RUNNING, TrialState.WAITING]
+    assert store.cell_key(store.trials(st)[2]) == store.cell_key(lost)
 
 
 @pytest.mark.filterwarnings("ignore:Heartbeat of storage")
@@ -354,7 +386,8 @@ def pg_url() -> Iterator[str]:
 
 @pytest.mark.slow
 def test_postgres_three_workers_every_cell_exactly_once(pg_url, tmp_path):
-    pytest.importorskip("psycopg2")
+    drivers = [m for m in ("psycopg2", "psycopg") if importlib.util.find_spec(m) is not None]
+    require_or_skip(bool(drivers), "no PostgreSQL driver (pip install -e '.[postgres]')")
     name = f"pg-{uuid.uuid4().hex[:8]}"
     cells = _cells(name, 4, 10, 5)
     try:
