@@ -50,10 +50,10 @@ import torch.nn.functional as F
 
 from resnet_repro.augment import augment
 from resnet_repro.config import RunConfig
-from resnet_repro.data import Dataset, normalization_stats
+from resnet_repro.data import Dataset, load_dataset, normalization_stats
 from resnet_repro.models import build_model
 from resnet_repro.packed import train_packed
-from resnet_repro.train import Callback, ExecOptions, make_optimizer, train
+from resnet_repro.train import COMPILE_MODES, Callback, ExecOptions, make_optimizer, train
 
 ROWS = ("reference", "fp32", "bf16", "packed", "augment", "augment_pil")
 CLASSES = tuple(f"class{i}" for i in range(10))
@@ -269,6 +269,38 @@ def measure_augment_pil(root: Path, n: int, repeats: int) -> list[float]:
     return rates
 
 
+def measure_paper_run(args: argparse.Namespace, ex: ExecOptions) -> dict[str, Any]:
+    """Wall time of a paper-protocol run (pad_zero, per-pixel mean, an evaluation on the
+    whole test set every 391 iterations) of `--paper-run` iterations on CIFAR-shaped
+    synthetic data of the full size (50,000 + 10,000 images), alone and packed with
+    `--pack` seeds; minutes per run are scaled to the paper's 64,000 iterations."""
+    n = args.paper_run
+    paper = RunConfig()
+    drops = sorted({m * n // paper.iterations for m in paper.milestones} - {0})
+    cfg = RunConfig(depth=args.depth, dataset="synthetic", iterations=n, milestones=tuple(drops))
+    data = load_dataset("synthetic")
+    t = time.perf_counter()
+    train(cfg, 0, data=data, exec_options=ex)
+    alone = time.perf_counter() - t
+    out: dict[str, Any] = {
+        "iterations": n,
+        "seconds": alone,
+        "minutes_per_run": alone * paper.iterations / n / 60,
+    }
+    if args.pack > 1:
+        layout = None if args.pack_layout == "auto" else args.pack_layout
+        t = time.perf_counter()
+        train_packed(cfg, range(args.pack), data=data, exec_options=ex, layout=layout)
+        packed = time.perf_counter() - t
+        out.update(
+            packed_seeds=args.pack,
+            packed_seconds=packed,
+            packed_minutes_per_run=packed * paper.iterations / n / 60 / args.pack,
+            packing_speedup=alone * args.pack / packed,
+        )
+    return out
+
+
 # ---------------------------------------------------------------------------------------
 # driver
 
@@ -322,6 +354,8 @@ def run_bench(args: argparse.Namespace) -> dict[str, Any]:
         if "augment_pil" in rows:
             rates["augment_pil"] = measure_augment_pil(root, args.pil_images, args.repeats)
     result: dict[str, Any] = {k: statistics.median(v) for k, v in rates.items()}
+    if args.paper_run:
+        result["paper_run"] = measure_paper_run(args, ex)
     result.update(
         device=torch.cuda.get_device_name(dev) if dev.type == "cuda" else args.device,
         depth=args.depth,
@@ -351,6 +385,16 @@ def format_table(result: dict[str, Any]) -> str:
         base = "augment_pil" if row.startswith("augment") else "reference"
         ratio = f"{result[row] / result[base]:>7.2f}x" if base in result else f"{'-':>8}"
         lines.append(f"{row:<12} {result[row]:>10.1f} {ratio}  {base}")
+    if run := result.get("paper_run"):
+        lines.append(
+            f"paper-protocol run: {run['iterations']} iterations in {run['seconds']:.1f} s, "
+            f"{run['minutes_per_run']:.2f} min per 64k-iteration run"
+        )
+        if "packed_seeds" in run:
+            lines.append(
+                f"  packed x{run['packed_seeds']}: {run['packed_minutes_per_run']:.2f} min per "
+                f"run, {run['packing_speedup']:.2f}x the throughput of lone runs"
+            )
     return "\n".join(lines)
 
 
@@ -363,7 +407,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     p.add_argument("--repeats", type=int, default=3, help="timed windows; the median counts")
     p.add_argument("--batch-size", type=int, default=128)
     p.add_argument("--pack", type=int, default=4, help="seeds of the packed row")
-    p.add_argument("--compile", default="off", choices=("off", "default", "max-autotune"))
+    p.add_argument("--compile", default="off", choices=COMPILE_MODES)
     p.add_argument(
         "--channels-last",
         default="on",
@@ -383,6 +427,14 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     p.add_argument("--test-images", type=int, default=256)
     p.add_argument("--pil-images", type=int, default=2000, help="images of augment_pil")
     p.add_argument("--rows", default="", help=f"comma-separated subset of {','.join(ROWS)}")
+    p.add_argument(
+        "--paper-run",
+        type=int,
+        default=0,
+        metavar="ITERS",
+        help="also time ITERS iterations of a paper-protocol run on full-size synthetic "
+        "data, alone and packed (--pack), as minutes per 64k-iteration run (0: skip)",
+    )
     p.add_argument("--json", default=None, help="write the result here")
     args = p.parse_args(argv)
     if args.device not in ("cpu", "cuda") and not args.device.startswith("cuda:"):
@@ -392,6 +444,8 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         p.error(f"--rows {sorted(unknown)}: allowed are {', '.join(ROWS)}")
     if args.images < args.batch_size * 2:
         p.error("--images must hold at least two batches")
+    if args.paper_run < 0:
+        p.error(f"--paper-run {args.paper_run}: allowed values are integers >= 0")
     return args
 
 

@@ -51,3 +51,27 @@ def test_bad_arguments_are_refused():
         bench.parse_args(["--rows", "fp64"])
     with pytest.raises(SystemExit):
         bench.parse_args(["--device", "tpu"])
+
+
+def test_paper_run_times_a_run_alone_and_packed(tmp_path, capsys, monkeypatch):
+    from resnet_repro.data import load_dataset
+
+    # The mechanics only: a 512-image subset instead of the full 50,000 + 10,000.
+    monkeypatch.setattr(bench, "load_dataset", lambda name: load_dataset(name, subset=512))
+    out = tmp_path / "bench.json"
+    result = bench.main(
+        [
+            "--depth", "8", "--rows", "augment", "--repeats", "1", "--images", "256",
+            "--paper-run", "2", "--pack", "2", "--threads", "1", "--json", str(out),
+        ]
+    )  # fmt: skip
+    run = json.loads(out.read_text())["paper_run"]
+    assert run == json.loads(json.dumps(result["paper_run"]))
+    assert run["iterations"] == 2 and run["packed_seeds"] == 2
+    assert run["minutes_per_run"] == pytest.approx(run["seconds"] * 64000 / 2 / 60)
+    # 64000 / 2 iterations, 2 runs in each packed one
+    assert run["packed_minutes_per_run"] == pytest.approx(run["packed_seconds"] * 16000 / 60)
+    assert run["packing_speedup"] == pytest.approx(run["seconds"] * 2 / run["packed_seconds"])
+    assert "min per 64k-iteration run" in capsys.readouterr().out
+    with pytest.raises(SystemExit):
+        bench.parse_args(["--paper-run", "-1"])
