@@ -45,6 +45,7 @@ from resnet_repro.models import (
 )
 
 WARMUP_LR = 0.01  # Paper: ResNet-110 starts at 0.01.
+LR_DROP = 0.1  # Paper: the lr is divided by 10 at each milestone.
 WARMUP_ERROR = 80.0  # Paper: until the training error is below 80%.
 WARMUP_WINDOW = 50  # iterations averaged for the "running training error" (not stated)
 PRECISE_BN_BATCHES = 100  # training batches for "precise" BN statistics (12,800 images)
@@ -212,7 +213,7 @@ def learning_rate(cfg: RunConfig, iteration: int, warming: bool) -> float:
     ("fixed")."""
     if warming or (cfg.warmup == "fixed" and iteration < cfg.warmup_iters):
         return WARMUP_LR
-    return cfg.lr * 0.1 ** sum(iteration >= m for m in cfg.milestones)
+    return cfg.lr * LR_DROP ** sum(iteration >= m for m in cfg.milestones)
 
 
 def autocast(cfg: RunConfig, device: torch.device) -> contextlib.AbstractContextManager:

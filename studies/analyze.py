@@ -483,7 +483,9 @@ def _vs_paper(
         paper_n=paper.n if with_stats else None,
         alpha=ALPHA,
     )
-    ref = dict(common, reference="paper", n=r["n"], n_reference=paper.n or NAN, ci_level=0.95)
+    ref = dict(
+        common, reference="paper", n=r["n"], n_reference=paper.n or NAN, ci_level=S.CONFIDENCE
+    )
     tests = [
         _test_row(
             **ref,
@@ -607,7 +609,7 @@ def _vs_baseline(
         n=cmp["n_pairs"] if paired else cmp["n_v"],
         n_reference=cmp["n_b"],
         estimate=cmp["diff"],
-        ci_level=0.95,
+        ci_level=S.CONFIDENCE,
         effect=cmp["effect"],
         effect_name=effect_name,
     )
@@ -1110,6 +1112,7 @@ def analyze(
         margin=margin,
         alpha=ALPHA,
         power=POWER,
+        confidence=S.CONFIDENCE,
         seed=seed,
         n_boot=n_boot,
         storage=store.redact(storage) if storage else str(Path(out) / study_name / "study.db"),

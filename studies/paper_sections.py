@@ -21,6 +21,7 @@ import ablations
 from ablations import Study
 from resnet_repro import config as C
 from resnet_repro import reference as R
+from resnet_repro.train import LR_DROP
 from studies import stats as S
 from studies.findings import Finding, setup_caveat
 from studies.latex import Macros, _finite, _is_true, integer, label, num, signed, tex_escape, tt
@@ -211,10 +212,18 @@ def define_reference_numbers(m: Macros) -> None:
         "TrainSizeHeldOut": str(min(C.TRAIN_SIZES)),
         "WarmupIters": str(cfg.warmup_iters),
         "Epochs": f"{cfg.iterations * cfg.batch_size / cfg.train_size:.0f}",
+        "LrDrop": f"{1 / LR_DROP:g}",
     }
     for k, v in proto.items():
         m.add(("Proto", k), v, f"RunConfig default {k}")
     m.add(("Num", "Fields"), str(len(dataclasses.fields(C.RunConfig))), "RunConfig fields")
+
+
+# What the response of an analysis is (studies.analyze --metric), as the Method states it.
+METRIC_PHRASE = {
+    "final": "test error at the end of training",
+    "best": "lowest test error over a run's evaluations (the best epoch)",
+}
 
 
 def define_global_numbers(results: dict[str, StudyResults], m: Macros) -> None:
@@ -226,6 +235,11 @@ def define_global_numbers(results: dict[str, StudyResults], m: Macros) -> None:
     m.add(("Stat", "Alpha"), f"{alpha:g}", "significance level (analysis meta.json)")
     m.add(("Stat", "Power"), f"{power:g}", "target power")
     m.add(("Stat", "Margin"), f"{margin:g}", "TOST equivalence margin, points")
+    confidence = float(first.meta.get("confidence", S.CONFIDENCE)) if first else S.CONFIDENCE
+    m.add(("Stat", "Confidence"), f"{100 * confidence:g}", "level of the intervals, percent")
+    m.add(("Stat", "Tost", "Level"), f"{100 * (1 - 2 * alpha):g}", "TOST interval, percent")
+    metrics = {str(r.meta.get("metric", "final")) for r in results.values()} or {"final"}
+    m.add(("Stat", "Metric"), " or ".join(METRIC_PHRASE[k] for k in sorted(metrics)), "")
     boots = {int(r.meta.get("n_boot", 0)) for r in results.values() if r.meta.get("n_boot")}
     m.add(("Stat", "Boot"), ", ".join(map(str, sorted(boots))) or "--", "bootstrap resamples")
     m.add(("Num", "Studies"), str(len(ablations.all_studies())), "studies in the catalog")

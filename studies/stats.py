@@ -53,6 +53,7 @@ from statsmodels.stats.multitest import multipletests
 from statsmodels.stats.power import TTestIndPower, TTestPower
 from statsmodels.stats.weightstats import DescrStatsW
 
+CONFIDENCE = 0.95  # level of every interval unless a caller asks for another
 NAN = float("nan")
 
 # Differences smaller than this (in points, relative to max(1, |values|)) are float noise:
@@ -115,7 +116,7 @@ def _bootstrap_ci(
     *,
     seed: int,
     n_boot: int,
-    confidence: float = 0.95,
+    confidence: float = CONFIDENCE,
 ) -> tuple[float, float, str, str]:
     """BCa bootstrap interval of `statistic` over independent `samples` (each shape (n_i,)).
 
@@ -159,7 +160,7 @@ def _bootstrap_ci(
 
 
 def describe(
-    x: Any, *, seed: int = 0, n_boot: int = 2000, confidence: float = 0.95
+    x: Any, *, seed: int = 0, n_boot: int = 2000, confidence: float = CONFIDENCE
 ) -> dict[str, Any]:
     """Summary of one cell's runs.
 
@@ -213,7 +214,7 @@ def one_sample_vs_paper(
     *,
     paper_std: float | None = None,
     paper_n: int | None = None,
-    confidence: float = 0.95,
+    confidence: float = CONFIDENCE,
 ) -> dict[str, Any]:
     """Are the runs' errors different from the paper's number?
 
@@ -540,7 +541,7 @@ def compare_to_baseline(
     seeds_b: Any = None,
     seed: int = 0,
     n_boot: int = 2000,
-    confidence: float = 0.95,
+    confidence: float = CONFIDENCE,
 ) -> dict[str, Any]:
     """Does the variant change the error relative to the baseline?
 
@@ -772,7 +773,7 @@ def factorial_analysis(
     *,
     seed_col: str = "seed",
     reference_levels: Mapping[str, Any] | None = None,
-    confidence: float = 0.95,
+    confidence: float = CONFIDENCE,
 ) -> dict[str, Any]:
     """Main effects and two-way interactions of a two-level (fractional) factorial.
 

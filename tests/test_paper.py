@@ -193,6 +193,16 @@ def test_findings_follow_the_results(smoke_out, generated, tmp_path):
         root = gen.directory
         return (root / STUDY / "findings.tex").read_text(), (root / "numbers.tex").read_text()
 
+    def pdf_text() -> str:
+        """The rebuilt PDF's text, whitespace and hyphenation undone."""
+        require_or_skip(HAVE_LATEX, LATEX_REASON)
+        require_or_skip(shutil.which("pdftotext") is not None, "pdftotext (poppler-utils) missing")
+        pdf = P.build(paper_dir)
+        raw = subprocess.run(
+            ["pdftotext", str(pdf), "-"], capture_output=True, text=True, check=True
+        ).stdout
+        return re.sub(r"\s+", " ", re.sub(r"-\n", "", raw))
+
     _rewrite(out, pool=dict(diff_vs_baseline=3.5, p_vs_baseline_holm=0.0004))
     text, numbers = findings()
     assert not stale.exists()  # files of an earlier build are removed
@@ -200,12 +210,18 @@ def test_findings_follow_the_results(smoke_out, generated, tmp_path):
     assert "raises the final test error" in text
     assert r"\newcommand{\StemPoolAblationPoolDEightDiff}{+3.50}" in numbers
     assert "the one comparison with the baseline" in text
+    built = pdf_text()
+    assert "the difference is significant after Holm correction" in built and "+3.50" in built
 
     _rewrite(out, pool=dict(diff_vs_baseline=-0.4, p_vs_baseline_holm=0.62))
     text, numbers = findings()
     assert "the difference is not significant after Holm correction" in text
     assert "raises" not in text and "the one comparison" in text
     assert r"\newcommand{\StemPoolAblationPoolDEightPHolm}{0.620}" in numbers
+    rebuilt = pdf_text()  # the rebuilt PDF states the new finding, not the old one
+    assert "the difference is not significant after Holm correction" in rebuilt
+    assert "the difference is significant after Holm correction" not in rebuilt
+    assert "+3.50" not in rebuilt and "0.620" in rebuilt
 
     # The baseline against the paper: TOST decides the equivalence sentence.
     paper = dict(paper_error=8.75, p_vs_paper=0.8, diff_vs_paper=0.1, test_vs_paper="one_sample_t")
@@ -225,6 +241,22 @@ def test_findings_follow_the_results(smoke_out, generated, tmp_path):
     assert "two one-sided Welch tests from the paper's mean $\\pm$ sd" in text
     table = (paper_dir / "generated" / STUDY / "summary.tex").read_text()
     assert "two one-sided Welch tests from the paper's mean $\\pm$ sd where it gives" in table
+
+
+# Names, not results: the paper's own labels and the preamble's settings.
+NAMES = [r"CIFAR-10", r"Table~6", r"Section~4\.2", r"ResNet-\d+", r"\$6n\+2\$", r"4\.2"]
+
+
+def test_no_number_in_main_tex_is_typed_by_hand():
+    """Every number of the write-up comes from paper/generated/ (macros and inputs)."""
+    tex = (REPO / "paper" / "main.tex").read_text()
+    body = tex[tex.index(r"\begin{document}") :]
+    body = re.sub(r"(?<!\\)%.*", "", body)  # comments
+    body = re.sub(r"\\(cite\w*|label|ref|input|bibliography\w*)\{[^}]*\}", "", body)
+    body = re.sub(r"\\[A-Za-z]+", "", body)  # macro names (letters only, see above)
+    for name in NAMES:
+        body = re.sub(name, "", body)
+    assert re.findall(r".{0,30}\d.{0,30}", body) == []
 
 
 def test_stale_analysis_is_rerun(tmp_path, monkeypatch):
