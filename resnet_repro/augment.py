@@ -54,17 +54,20 @@ def draw_flips(n: int, generator: torch.Generator) -> Tensor:
     return torch.rand(n, generator=generator) < 0.5
 
 
-def _padded(x: Tensor, pad: int, mode: str) -> Tensor:
-    """x (N, C, H, W) padded by `pad` on each side with zeros or by reflection; any dtype."""
+def _padded(x: Tensor, pad: int, mode: str, out: Tensor | None = None) -> Tensor:
+    """x (N, C, H, W) padded by `pad` on each side with zeros or by reflection; any dtype.
+    Written into `out` (N, C, H + 2 pad, W + 2 pad) when given."""
     n, c, h, w = x.shape
+    if out is None:
+        out = x.new_empty(n, c, h + 2 * pad, w + 2 * pad)
     if mode == "reflect":  # index the border rows and columns: works on uint8 too
 
         def mirror(size: int) -> Tensor:
             i = torch.arange(-pad, size + pad, device=x.device).abs()
             return torch.where(i >= size, 2 * (size - 1) - i, i)
 
-        return x.index_select(2, mirror(h)).index_select(3, mirror(w))
-    out = x.new_zeros(n, c, h + 2 * pad, w + 2 * pad)
+        return torch.index_select(x.index_select(2, mirror(h)), 3, mirror(w), out=out)
+    out.zero_()
     out[:, :, pad : pad + h, pad : pad + w] = x
     return out
 
@@ -80,22 +83,27 @@ def crop_at(
     """Pad x (N, C, H, W) by `pad` on each side (zeros or reflection) and cut the
     (H, W) window whose top-left corner is at (dy[i], dx[i]) of the padded image i,
     mirrored horizontally where `flips` (N,) is True. Any dtype; offsets (N,) int64 on
-    any device. Two passes over the output: the rows of every window are picked from a
-    strided view of all row offsets, then one gather takes the columns (offset and flip
-    folded into a single (N, W) index), so no per-pixel index is built."""
+    any device. One gather over a strided view of every window: with flips, the padded
+    images are stacked with their mirror images, and a flipped sample takes the window
+    at (dy, 2 pad - dx) of its mirror image, which is the mirror of its window."""
     n, c, h, w = x.shape
     if pad == 0 and flips is None:
         return x
     dev = x.device
-    padded = _padded(x, pad, mode) if pad else x.contiguous()
-    s_n, s_c, s_h, s_w = padded.stride()
-    windows = padded.as_strided((n, 2 * pad + 1, c, h, w + 2 * pad), (s_n, s_h, s_c, s_h, s_w))
-    rows = windows[torch.arange(n, device=dev), dy.to(dev)]  # (N, C, H, W + 2 pad)
-    cols = torch.arange(w, device=dev).expand(n, w)
+    side = 2 * pad + 1
+    sides = x.new_empty(1 if flips is None else 2, n, c, h + 2 * pad, w + 2 * pad)
+    _padded(x, pad, mode, out=sides[0])
     if flips is not None:
-        cols = torch.where(flips.to(dev)[:, None], w - 1 - cols, cols)
-    cols = cols + dx.to(dev)[:, None]
-    return rows.gather(3, cols.view(n, 1, 1, w).expand(n, c, h, w))
+        sides[1] = sides[0].flip(-1)
+    s_f, s_n, s_c, s_h, s_w = sides.stride()
+    windows = sides.as_strided(
+        (sides.shape[0], n, side, side, c, h, w), (s_f, s_n, s_h, s_w, s_c, s_h, s_w)
+    )
+    rows, dy, dx = torch.arange(n, device=dev), dy.to(dev), dx.to(dev)
+    if flips is None:
+        return windows[0, rows, dy, dx]
+    f = flips.to(dev)
+    return windows[f.long(), rows, dy, torch.where(f, 2 * pad - dx, dx)]
 
 
 def flip_where(x: Tensor, flips: Tensor) -> Tensor:
@@ -125,6 +133,11 @@ def resized_crop(x: Tensor, theta: Tensor) -> Tensor:
     return F.grid_sample(x, grid, mode="bilinear", padding_mode="border", align_corners=False)
 
 
+# Images per chunk of `augment`: the temporaries of a chunk stay a few MB (on a CPU, blocks
+# that small are reused by the allocator instead of being faulted in afresh each time).
+CHUNK = {"cpu": 512, "cuda": 16384}
+
+
 def augment(
     x: Tensor,
     *,
@@ -134,12 +147,16 @@ def augment(
     mean: Tensor,
     std: Tensor,
     generator: torch.Generator,
+    out: Tensor | None = None,
 ) -> Tensor:
-    """Augment and normalise a whole uint8 batch x (N, 3, H, W) -> float32 (N, 3, H, W).
+    """Augment and normalise a whole uint8 batch x (N, 3, H, W) -> float32 (N, 3, H, W),
+    written into `out` when given (float32, x's shape and device, any memory format).
 
     Random draws come from `generator` (CPU) in a fixed order: crop parameters, then flips.
     "pad_zero" normalises before padding and flipping; every other mode crops and flips the
     raw pixels and normalises the result, so the mean is taken at the output position.
+    The work goes in chunks of CHUNK images (same numbers as one pass: every pixel is
+    computed alone), so temporaries stay small whatever N is.
     """
     n, _, h, _ = x.shape
     if crop not in ("pad_zero", "pad_black", "pad_reflect", "resized", "none"):
@@ -153,26 +170,64 @@ def augment(
     flips = draw_flips(n, generator) if flip else None
     dev = x.device
     mean, std = mean.to(dev), std.to(dev)
-    if crop == "resized":
-        out = resized_crop(to_unit(x), theta)
-        return normalize(out if flips is None else flip_where(out, flips), mean, std)
+    if out is None:
+        out = torch.empty(x.shape, dtype=torch.float32, device=dev)
+    elif out.shape != x.shape or out.dtype != torch.float32 or out.device != dev:
+        raise ValueError(
+            f"out: {tuple(out.shape)} {out.dtype} on {out.device}; allowed is float32 of "
+            f"the images' shape {tuple(x.shape)} on {dev}"
+        )
     if crop == "none":
         dy = dx = torch.zeros(n, dtype=torch.int64)
         pad = 0
-    # Crop and flip the raw uint8 pixels (4x less memory traffic than float), then
-    # normalise in two passes: x * (1 / (255 std)) - mean / std.
-    raw = crop_at(x, dy, dx, pad, "reflect" if crop == "pad_reflect" else "constant", flips)
-    if crop != "pad_zero":  # the mean at the output position
-        return normalize(raw, mean, std)
-    out = raw.float().mul_((1.0 / 255.0) / std)
-    shift = (mean / std).expand(x.shape[1:])
-    # "pad_zero": the mean at each pixel's source position and 0 in the padding, i.e. the
-    # shift image cropped and flipped like the sample. There are only (2 pad + 1)^2 * 2
-    # distinct placements: crop each once, then pick each sample's.
+    scale, shift = (1.0 / 255.0) / std, mean / std
+    table = _shift_table(shift.expand(x.shape[1:]), pad) if crop == "pad_zero" else None
+    step = CHUNK.get(dev.type, CHUNK["cuda"])
+    # Into a channels_last `out`: compute each chunk in NCHW and transpose it once (on a
+    # CPU, broadcasting the per-channel statistics over NHWC is an order of magnitude
+    # slower than over NCHW).
+    transpose = _channels_last(out)
+    for i in range(0, n, step):
+        sl = slice(i, min(n, i + step))
+        fl = flips[sl] if flips is not None else None
+        if crop == "resized":
+            res = resized_crop(to_unit(x[sl]), theta[sl])
+            out[sl] = normalize(res if fl is None else flip_where(res, fl), mean, std)
+            continue  # (normalize broadcasts over NCHW; the assignment transposes)
+        # Crop and flip the raw uint8 pixels (4x less memory traffic than float), then
+        # normalise in two passes: x * (1 / (255 std)) - mean / std.
+        mode = "reflect" if crop == "pad_reflect" else "constant"
+        raw = crop_at(x[sl], dy[sl], dx[sl], pad, mode, fl)
+        chunk = torch.empty(raw.shape, device=dev) if transpose else out[sl]
+        chunk.copy_(raw).mul_(scale)
+        if table is None:  # the mean at the output position
+            chunk.sub_(shift)
+        else:  # pad_zero: each sample's placement of the shift image (_shift_table)
+            which = (dy[sl] * (2 * pad + 1) + dx[sl]) * 2
+            if fl is not None:
+                which = which + fl.long()
+            chunk.sub_(table.index_select(0, which.to(dev)).view_as(chunk))
+        if transpose:
+            out[sl] = chunk
+    return out
+
+
+def _channels_last(t: Tensor) -> bool:
+    return (
+        t.dim() == 4
+        and t.is_contiguous(memory_format=torch.channels_last)
+        and not t.is_contiguous()
+    )
+
+
+def _shift_table(shift: Tensor, pad: int) -> Tensor:
+    """ "pad_zero"'s shift image (mean / std, (C, H, W)) at every placement a sample can
+    have: cropped at each of the (2 pad + 1)^2 offsets, unflipped and flipped, 0 in the
+    padding (the mean's own normalised value). Row (offset * 2 + flip) of the result,
+    (placements, C * H * W)."""
     side = 2 * pad + 1
     k = torch.arange(side * side * 2)
-    table = crop_at(
+    placed = crop_at(
         shift.expand(len(k), *shift.shape), k // 2 // side, k // 2 % side, pad, flips=k % 2 == 1
     )
-    which = (dy * side + dx) * 2 + (flips.long() if flips is not None else 0)
-    return out.sub_(table.reshape(len(k), -1).index_select(0, which.to(dev)).view_as(out))
+    return placed.reshape(len(k), -1)

@@ -135,7 +135,9 @@ class BatchStream:
     """Batch k of a run as (x float (B, 3, 32, 32) normalised, y int64 (B,)) on `device`.
 
     Epoch e is a permutation of the training set, augmented at once; both depend only on
-    (seed, e). The two most recent epochs are kept.
+    (seed, e). The two most recent epochs are kept, and an epoch's memory is reused for a
+    later one (on a CPU, fresh memory of that size is faulted in page by page): a batch is
+    valid while its epoch is one of the two most recent, i.e. for at least an epoch.
     """
 
     def __init__(
@@ -153,6 +155,7 @@ class BatchStream:
         self.n, self.b = x.shape[0], cfg.batch_size
         self.memory_format = memory_format
         self._cache: dict[int, tuple[Tensor, Tensor]] = {}
+        self._permuted: Tensor | None = None  # uint8 scratch: the epoch's images in order
         if self.n < self.b:
             raise ValueError(f"batch_size={self.b} exceeds the {self.n} training images")
 
@@ -160,16 +163,24 @@ class BatchStream:
         if e not in self._cache:
             g = torch.Generator().manual_seed(_epoch_seed(self.seed, e))
             perm = torch.randperm(self.n, generator=g).to(self.x.device)
+            dropped = [self._cache.pop(k)[0] for k in list(self._cache) if k != e - 1]
+            out = dropped[0] if dropped else None
+            if out is None:
+                out = torch.empty(self.x.shape, device=self.x.device).contiguous(
+                    memory_format=self.memory_format
+                )
+            if self._permuted is None:
+                self._permuted = torch.empty_like(self.x)
             xa = augment(
-                self.x[perm],
+                torch.index_select(self.x, 0, perm, out=self._permuted),
                 crop=self.cfg.crop,
                 pad=self.cfg.crop_pad,
                 flip=self.cfg.flip,
                 mean=self.mean,
                 std=self.std,
                 generator=g,
-            ).contiguous(memory_format=self.memory_format)
-            self._cache = {k: v for k, v in self._cache.items() if k == e - 1}
+                out=out,
+            )
             self._cache[e] = (xa, self.y[perm])
         return self._cache[e]
 

@@ -11,9 +11,10 @@ Rows (images per second of SGD training steps, warm-up excluded, median of repea
   Jordan, github.com/KellerJordan/cifar10-airbench), the training step of `train.train`.
 - "bf16": the same with RunConfig.precision="bf16" (autocast to bfloat16).
 - "packed": `packed.train_packed` with K = --pack seeds (images of all K seeds count).
-- "augment" / "augment_pil": the augmentation alone; `augment.augment` on a whole uint8
-  epoch on the device versus the PIL transforms applied per image in this process, as
-  one DataLoader worker would.
+- "augment" / "augment_pil": the augmentation alone; ours builds successive epochs of
+  `train.BatchStream` (permutation, `augment.augment` on the whole uint8 training set on
+  the device, normalisation) versus the PIL transforms applied per image in this
+  process, as one DataLoader worker would.
 
 The CIFAR-format files hold random images (5,000 by default) in the pickle layout of
 `cifar-10-batches-py`; both pipelines read the same images and do the same work per image
@@ -48,13 +49,22 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from resnet_repro.augment import augment
 from resnet_repro.config import RunConfig
 from resnet_repro.data import Dataset, load_dataset, normalization_stats
 from resnet_repro.models import build_model
 from resnet_repro.packed import train_packed
-from resnet_repro.train import COMPILE_MODES, Callback, ExecOptions, make_optimizer, train
+from resnet_repro.train import (
+    COMPILE_MODES,
+    BatchStream,
+    Callback,
+    ExecOptions,
+    make_optimizer,
+    train,
+)
 
+# Shortest timed window of the augmentation row: one pass over a few thousand images takes
+# milliseconds on a GPU, too short to time alone.
+MIN_WINDOW = 0.5
 ROWS = ("reference", "fp32", "bf16", "packed", "augment", "augment_pil")
 CLASSES = tuple(f"class{i}" for i in range(10))
 
@@ -225,23 +235,27 @@ def measure_ours(
     return _rates(timer.times, iters * cfg.batch_size * max(1, pack))
 
 
-def measure_augment(data: Dataset, cfg: RunConfig, dev: torch.device, repeats: int) -> list[float]:
-    """images/s of `augment.augment` on the whole (uint8, on-device) training set."""
-    x = data.train_x.to(dev)
+def measure_augment(
+    data: Dataset, cfg: RunConfig, dev: torch.device, repeats: int, fmt: torch.memory_format
+) -> list[float]:
+    """images/s of building successive epochs of `train.BatchStream` from the whole uint8
+    training set on the device: what a run does once per epoch (permutation, crop, flip,
+    normalisation, the activations' memory format)."""
+    x, y = data.train_x.to(dev), data.train_y.to(dev)
     mean, std = normalization_stats(x, cfg.normalize)
-    g = torch.Generator().manual_seed(0)
-
-    def run() -> None:
-        augment(x, crop=cfg.crop, pad=cfg.crop_pad, flip=cfg.flip, mean=mean, std=std, generator=g)
-
-    run()  # warm-up
+    stream = BatchStream(x, y, cfg, 0, mean, std, fmt)
+    epoch = 0
+    stream.epoch(epoch)  # warm-up
     rates = []
-    for _ in range(repeats):
+    for _ in range(repeats):  # each repeat: whole epochs for at least MIN_WINDOW seconds
         _sync(dev)
-        t = time.perf_counter()
-        run()
-        _sync(dev)
-        rates.append(x.shape[0] / (time.perf_counter() - t))
+        t, passes = time.perf_counter(), 0
+        while passes == 0 or time.perf_counter() - t < MIN_WINDOW:
+            epoch += 1
+            stream.epoch(epoch)
+            _sync(dev)
+            passes += 1
+        rates.append(passes * x.shape[0] / (time.perf_counter() - t))
     return rates
 
 
@@ -350,7 +364,8 @@ def run_bench(args: argparse.Namespace) -> dict[str, Any]:
             layout = None if args.pack_layout == "auto" else args.pack_layout
             rates["packed"] = measure_ours(cfg, data, ex, pack=args.pack, layout=layout, **timing)
         if "augment" in rows:
-            rates["augment"] = measure_augment(data, cfg, dev, args.repeats)
+            fmt = ex.memory_format(dev)
+            rates["augment"] = measure_augment(data, cfg, dev, args.repeats, fmt)
         if "augment_pil" in rows:
             rates["augment_pil"] = measure_augment_pil(root, args.pil_images, args.repeats)
     result: dict[str, Any] = {k: statistics.median(v) for k, v in rates.items()}

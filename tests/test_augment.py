@@ -205,3 +205,14 @@ def test_resized_crop_cuts_the_box_it_draws():
     col = (((0.5 * u - 0.5 + 1) * 8 - 1) / 2).clamp(0, 7)
     want = 8 * torch.arange(8.0)[:, None] + col[None, :]
     torch.testing.assert_close(out[0, 0], want, rtol=0, atol=1e-5)
+
+
+def test_augment_writes_into_a_given_buffer_of_any_layout_and_refuses_a_wrong_one():
+    x = _images(8)
+    kw = dict(crop="pad_zero", pad=2, flip=True, mean=torch.rand(3, 8, 8), std=torch.ones(1, 1, 1))
+    want = augment(x, generator=torch.Generator().manual_seed(4), **kw)
+    buf = torch.empty(8, 3, 8, 8).contiguous(memory_format=torch.channels_last)
+    got = augment(x, generator=torch.Generator().manual_seed(4), out=buf, **kw)
+    assert got is buf and torch.equal(got, want)
+    with pytest.raises(ValueError, match="allowed is float32"):
+        augment(x, generator=torch.Generator(), out=torch.empty(8, 3, 8, 8).double(), **kw)

@@ -8,7 +8,7 @@ import torch
 from conftest import require_or_skip
 
 from resnet_repro.config import RunConfig, field_names
-from resnet_repro.data import FASHION_MNIST_SYSTEM_DIR, load_for_config
+from resnet_repro.data import FASHION_MNIST_SYSTEM_DIR, load_for_config, normalization_stats
 from resnet_repro.models import STRUCTURE_FIELDS, build_model, structure_key
 from resnet_repro.train import (
     WARMUP_LR,
@@ -161,6 +161,23 @@ def test_stream_batches_straddle_epochs_and_depend_only_on_seed_and_epoch(data):
     assert torch.equal(s2.batch(5)[0], x5)  # a fresh stream (as after resume) agrees
     counts = torch.bincount(torch.cat([s1.batch(k)[1] for k in range(16)]), minlength=10)
     assert counts.sum() == 16 * 96
+
+
+@pytest.mark.parametrize("fmt", [torch.contiguous_format, torch.channels_last])
+def test_stream_reuses_the_memory_of_dropped_epochs_without_changing_them(data, fmt):
+    mean, std = normalization_stats(data.train_x, "pixel_mean")
+    stream = BatchStream(data.train_x, data.train_y, TINY, 3, mean, std, fmt)
+    first = stream.epoch(0)[0]
+    assert first.is_contiguous(memory_format=fmt)
+    ptr = first.data_ptr()
+    stream.epoch(1)  # epochs 0 and 1 are kept
+    assert stream.epoch(0)[0].data_ptr() == ptr
+    third = stream.epoch(2)[0]  # drops epoch 0 and reuses its memory
+    assert third.data_ptr() == ptr and third.is_contiguous(memory_format=fmt)
+    for e in (2, 1, 5):  # equal to what a fresh stream builds, in any order of requests
+        fresh = BatchStream(data.train_x, data.train_y, TINY, 3, mean, std)
+        assert torch.equal(stream.epoch(e)[0], fresh.epoch(e)[0]), e
+        assert torch.equal(stream.epoch(e)[1], fresh.epoch(e)[1]), e
 
 
 def test_bf16_precision_runs_on_cpu(data):
