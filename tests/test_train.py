@@ -310,3 +310,14 @@ def _short_run(cfg, data):
     if cfg not in _SHORT_RUNS:
         _SHORT_RUNS[cfg] = train(cfg, 0, data=data).curves
     return _SHORT_RUNS[cfg]
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+@pytest.mark.parametrize("mode", ["default", "reduce-overhead"])
+def test_compiled_runs_on_cuda_match_eager_ones(data, mode):
+    cfg = TINY.replace(iterations=10, milestones=(6,), eval_every=5)
+    for seed in (0, 1):  # the second seed reuses the compiled network (and CUDA graphs)
+        got = train(cfg, seed, data=data, exec_options=ExecOptions(device="cuda", compile=mode))
+        eager = train(cfg, seed, data=data, exec_options=ExecOptions(device="cuda"))
+        assert got.curves["train_loss"] == pytest.approx(eager.curves["train_loss"], rel=0.05)
