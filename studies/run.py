@@ -28,15 +28,9 @@ from ablations import Cell, Study
 from resnet_repro.config import BUDGETS, DATASETS, field_names, parse_override
 from resnet_repro.models import forward_macs
 from studies import store
-from studies.progress import StudyProgress, is_tty
+from studies.progress import StudyProgress
 from studies.tracking import resolve_mode
-from studies.worker import (
-    CHANNELS_LAST,
-    Worker,
-    add_worker_args,
-    resolve_device,
-    worker_options,
-)
+from studies.worker import Worker, add_worker_args, resolve_device, worker_options, worker_settings
 
 
 class UsageError(Exception):
@@ -182,7 +176,7 @@ def main(argv: list[str] | None = None) -> int:
         return submit_slurm(args, url)
     t0 = time.time()
     if args.workers <= 1:
-        worker = Worker(study.name, url, storage=storage, **worker_kwargs(args, mode, args.threads))
+        worker = Worker(study.name, url, storage=storage, **worker_settings(args, mode))
         bar = StudyProgress(study.name, len(keys), counts["done"])
         _run_with_progress(worker, st, keys, bar)
     else:
@@ -190,23 +184,6 @@ def main(argv: list[str] | None = None) -> int:
     counts = store.progress(st, keys)
     report(study.name, st, keys, counts, time.time() - t0)
     return 0 if counts["done"] == counts["total"] else 1
-
-
-def worker_kwargs(args: argparse.Namespace, mode: str, threads: int | None) -> dict:
-    return dict(
-        out=args.out,
-        device=args.device,
-        threads=threads,
-        compile=args.compile,
-        channels_last=CHANNELS_LAST[args.channels_last],
-        pack=args.pack,
-        deterministic=args.deterministic,
-        data_dir=args.data_dir,
-        wandb_mode=mode,
-        wandb_project=args.wandb_project,
-        checkpoint_every=args.checkpoint_every,
-        show_progress=is_tty(),
-    )
 
 
 def _run_with_progress(worker: Worker, st, keys: set[str], bar: StudyProgress) -> None:

@@ -468,12 +468,9 @@ def storage_url(args: argparse.Namespace) -> str:
     )
 
 
-def make_worker(args: argparse.Namespace) -> Worker:
-    from studies.tracking import resolve_mode
-
-    return Worker(
-        args.study,
-        storage_url(args),
+def worker_settings(args: argparse.Namespace, wandb_mode: str) -> dict[str, Any]:
+    """Worker keyword arguments from the options of `add_worker_args`."""
+    return dict(
         out=args.out,
         device=args.device,
         threads=args.threads,
@@ -482,11 +479,17 @@ def make_worker(args: argparse.Namespace) -> Worker:
         pack=args.pack,
         deterministic=args.deterministic,
         data_dir=args.data_dir,
-        wandb_mode=resolve_mode(args.wandb),
+        wandb_mode=wandb_mode,
         wandb_project=args.wandb_project,
         checkpoint_every=args.checkpoint_every,
         show_progress=sys.stderr.isatty(),
     )
+
+
+def make_worker(args: argparse.Namespace) -> Worker:
+    from studies.tracking import resolve_mode
+
+    return Worker(args.study, storage_url(args), **worker_settings(args, resolve_mode(args.wandb)))
 
 
 def main(argv: list[str] | None = None, on_worker: Callable[[Worker], None] | None = None) -> int:
