@@ -506,7 +506,8 @@ def train_packed(
             wrong = torch.zeros(kk, dtype=torch.int64, device=dev)
             if layout == "grouped" and len(stepping) == len(active):
                 # Every seed of the pack in one forward; a diverged seed rides along with
-                # any batch and no gradient, and stays as it was.
+                # a zero batch and no gradient: its weights stay as they were (its BN
+                # running statistics do not, which only models_out would show).
                 x0, y0 = batches[stepping[0]]
                 xs = [batches[k][0] if k in batches else torch.zeros_like(x0) for k in range(kk)]
                 yb = torch.stack([batches[k][1] if k in batches else y0 for k in range(kk)])

@@ -19,7 +19,6 @@ RESNET_REPRO_GRACE_PERIOD override both (tests use a few seconds).
 
 from __future__ import annotations
 
-import datetime
 import json
 import os
 import re
@@ -120,9 +119,11 @@ def driver_url(url: str) -> str:
 
 def open_storage(url: str, heartbeat: bool = True) -> RDBStorage:
     kwargs: dict[str, Any] = {}
-    if url.startswith("sqlite"):
+    sqlite = url.startswith("sqlite")
+    if sqlite:
         # Several local workers write to one file: wait for the lock instead of failing.
-        kwargs["engine_kwargs"] = {"connect_args": {"timeout": 60}}
+        # isolation_level None: the driver emits no BEGIN of its own (see _immediate).
+        kwargs["engine_kwargs"] = {"connect_args": {"timeout": 60, "isolation_level": None}}
     else:
         kwargs["engine_kwargs"] = {"pool_pre_ping": True}
     with warnings.catch_warnings():
@@ -137,10 +138,27 @@ def open_storage(url: str, heartbeat: bool = True) -> RDBStorage:
                 ),
             )
         try:
-            return RDBStorage(driver_url(url), **kwargs)
+            storage = RDBStorage(driver_url(url), **kwargs)
         except Exception as e:  # noqa: BLE001 - name the storage, hide the password
             msg = scrub(f"cannot open storage {redact(url)}: {e}", url)
             raise RuntimeError(msg) from None
+    if sqlite:
+        _immediate(storage)
+    return storage
+
+
+def _immediate(storage: RDBStorage) -> None:
+    """Every SQLite transaction starts with BEGIN IMMEDIATE (the write lock at once).
+
+    Taking a WAITING trial reads its state and then writes RUNNING; SQLite ignores the row
+    lock Optuna asks for, and its deferred transactions let two processes both read
+    WAITING and both take the trial (seen with 4 workers starting together). Holding the
+    write lock from the first read makes the check and the write one step. PostgreSQL
+    honours the row lock (SELECT ... FOR UPDATE)."""
+    from sqlalchemy import event
+
+    event.listen(storage.engine, "begin", lambda conn: conn.exec_driver_sql("BEGIN IMMEDIATE"))
+    storage.engine.dispose()  # connections opened before the listener start afresh
 
 
 def create_or_load(storage: RDBStorage, name: str) -> optuna.Study:
@@ -255,8 +273,11 @@ def take_waiting(study: optuna.Study, trial: FrozenTrial) -> bool:
             return False
     except optuna.exceptions.UpdateFinishedTrialError:
         return False
-    for key, value in _claim_attrs(trial.number).items():
-        storage.set_trial_user_attr(trial._trial_id, key, value)
+    try:
+        for key, value in _claim_attrs(trial.number).items():
+            storage.set_trial_user_attr(trial._trial_id, key, value)
+    except optuna.exceptions.UpdateFinishedTrialError:
+        return False  # failed meanwhile (e.g. re-queued by a recovering worker)
     return True
 
 
@@ -352,21 +373,31 @@ def requeue_dead_local(study: optuna.Study) -> int:
     return n
 
 
+# (study, trial id) -> when this process first saw the RUNNING trial unclaimed (monotonic).
+_UNCLAIMED_SINCE: dict[tuple[str, int], float] = {}
+
+
 def requeue_unclaimed(study: optuna.Study) -> int:
-    """Fail and re-queue RUNNING cell trials that no worker claimed within the grace
-    period. A live worker claims a trial (`claim`) within moments of taking it; one
-    killed in between leaves a trial with neither a claim nor, when it was taken by
-    `study.optimize`, a heartbeat, which the stale check would never see. Returns the
-    count."""
+    """Fail and re-queue RUNNING cell trials that stay unclaimed for the grace period.
+
+    A live worker claims a trial (`claim`) within moments of taking it; one killed in
+    between leaves a trial with neither a claim nor, when `study.optimize` took it, a
+    heartbeat, which the stale check never sees. Timed by this process's own clock from
+    the first time it saw the trial unclaimed (the trials' start times come from the
+    clocks of other machines). Returns the count."""
     _, grace = heartbeat_settings()
-    now, n = datetime.datetime.now(), 0
+    now, n, seen = time.monotonic(), 0, set()
     for t in trials(study):
         if t.state != TrialState.RUNNING or cell_key(t) is None:
             continue
-        if t.user_attrs.get(CLAIM) == t.number or t.datetime_start is None:
+        if t.user_attrs.get(CLAIM) == t.number:
             continue
-        if (now - t.datetime_start).total_seconds() > grace:
+        key = (study.study_name, t._trial_id)
+        seen.add(key)
+        if now - _UNCLAIMED_SINCE.setdefault(key, now) > grace:
             n += requeue(study, t._trial_id)
+    for key in [k for k in _UNCLAIMED_SINCE if k[0] == study.study_name and k not in seen]:
+        del _UNCLAIMED_SINCE[key]  # claimed or finished since
     return n
 
 

@@ -165,11 +165,13 @@ class Worker:
         store.claim(trial)
         attrs = trial.user_attrs
         cfg = from_dict(json.loads(attrs["config"]))
-        mates = self.take_mates(attrs, cfg) if self.pack > 1 else []
-        self.current_trial_ids = [trial._trial_id] + [t._trial_id for t in mates]
-        cells = [attrs] + [t.user_attrs for t in mates]
+        self.current_trial_ids = [trial._trial_id]
+        mates: list[FrozenTrial] = []  # filled as they are taken: release() sees them all
         given_back = True  # mates go back to the queue unless finished or failed here
         try:
+            if self.pack > 1:
+                self.take_mates(attrs, cfg, mates)
+            cells = [attrs] + [t.user_attrs for t in mates]
             with store.Heartbeats(self.study, [t._trial_id for t in mates]):
                 results = self.run_cells(cfg, cells)
         except Exception as e:
@@ -204,13 +206,14 @@ class Worker:
         if self.on_cell_done is not None:
             self.on_cell_done()
 
-    def take_mates(self, attrs: dict[str, Any], cfg: RunConfig) -> list[FrozenTrial]:
-        """Up to pack - 1 waiting cells to train beside the cell `attrs`: the same config
-        (variant and depth), other seeds, the same eval-only siblings, no shared result
-        yet. Each is taken from the queue as `study.optimize` would take it."""
+    def take_mates(self, attrs: dict[str, Any], cfg: RunConfig, mates: list[FrozenTrial]) -> None:
+        """Take up to pack - 1 waiting cells to train beside the cell `attrs` into `mates`
+        (and current_trial_ids): the same config (variant and depth), other seeds, the
+        same eval-only siblings, no shared result yet. Each is taken from the queue as
+        `study.optimize` would take it."""
         main_siblings = set(self.siblings(attrs["train_id"]))
         done = store.finished(self.study)
-        seeds, mates = {attrs["seed"]}, []
+        seeds = {attrs["seed"]}
         for t in store.trials(self.study):
             if len(mates) == self.pack - 1:
                 break
@@ -228,7 +231,7 @@ class Worker:
             if store.take_waiting(self.study, t):
                 seeds.add(a["seed"])
                 mates.append(t)
-        return mates
+                self.current_trial_ids.append(t._trial_id)
 
     def release(self) -> bool:
         """Give the running cells back to the queue now: fail their trials and re-queue

@@ -215,6 +215,39 @@ def test_release_requeues_the_running_cell(tmp_path):
     assert store.cell_key(trials[1]) == store.cell_key(trials[0])
 
 
+def _take_in_rounds(url, name, rounds, barrier, results, use_ask):
+    st = store.load(store.open_storage(url, heartbeat=False), name)
+    for _ in range(rounds):
+        waiting = [t for t in store.trials(st) if t.state == TrialState.WAITING]
+        barrier.wait()  # every process takes at the same moment
+        if use_ask:  # how study.optimize pops an enqueued trial
+            results.put(st.ask()._trial_id)
+        else:
+            results.put(next((t._trial_id for t in waiting if store.take_waiting(st, t)), None))
+        barrier.wait()
+
+
+@pytest.mark.parametrize("use_ask", [True, False], ids=["optimize_pop", "take_waiting"])
+def test_sqlite_workers_taking_at_once_never_take_one_cell_twice(tmp_path, use_ask):
+    import multiprocessing
+
+    url, name, procs, rounds = store.default_storage(tmp_path, "race"), "race", 4, 6
+    st = _new_study(url, name, _cells(name, procs * rounds, 4, 2))
+    ctx = multiprocessing.get_context("fork")
+    barrier, results = ctx.Barrier(procs), ctx.Queue()
+    workers = [
+        ctx.Process(target=_take_in_rounds, args=(url, name, rounds, barrier, results, use_ask))
+        for _ in range(procs)
+    ]
+    for w in workers:
+        w.start()
+    taken = [results.get(timeout=120) for _ in range(procs * rounds)]
+    for w in workers:
+        w.join(timeout=60)
+    assert None not in taken and len(set(taken)) == len(taken) == procs * rounds
+    assert {t.state for t in store.trials(st)} == {TrialState.RUNNING}
+
+
 @pytest.mark.filterwarnings("ignore:Heartbeat of storage")
 def test_a_cell_taken_but_never_claimed_is_requeued_after_the_grace_period(tmp_path, monkeypatch):
     for k, v in FAST_HEARTBEAT.items():
