@@ -381,10 +381,6 @@ def _value(result: dict[str, Any]) -> float:
     return math.inf if result["status"] == "diverged" else float(result["final_test_error"])
 
 
-def pending(study: optuna.Study) -> int:
-    return sum(t.state in (TrialState.WAITING, TrialState.RUNNING) for t in store.trials(study))
-
-
 def add_worker_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--out", default="runs", help="output directory (default: runs/)")
     p.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")

@@ -43,6 +43,12 @@ ROOT = Path(__file__).resolve().parent.parent
 FAST_HEARTBEAT = {"RESNET_REPRO_HEARTBEAT_INTERVAL": "1", "RESNET_REPRO_GRACE_PERIOD": "3"}
 
 
+def _fast_heartbeat(monkeypatch) -> None:
+    """Heartbeats every second, a 3-second grace period (FAST_HEARTBEAT), in this process."""
+    for k, v in FAST_HEARTBEAT.items():
+        monkeypatch.setenv(k, v)
+
+
 def _cells(name: str, seeds: int, iterations: int, eval_every: int) -> list[Cell]:
     cfg = RunConfig(
         dataset="synthetic",
@@ -250,8 +256,7 @@ def test_sqlite_workers_taking_at_once_never_take_one_cell_twice(tmp_path, use_a
 
 @pytest.mark.filterwarnings("ignore:Heartbeat of storage")
 def test_a_cell_taken_but_never_claimed_is_requeued_after_the_grace_period(tmp_path, monkeypatch):
-    for k, v in FAST_HEARTBEAT.items():
-        monkeypatch.setenv(k, v)
+    _fast_heartbeat(monkeypatch)
     url = store.default_storage(tmp_path, "unclaimed")
     st = _new_study(url, "unclaimed", _cells("unclaimed", 2, 4, 2))
     # A worker killed between popping a cell and claiming it: RUNNING, no heartbeat, no pid.
@@ -269,8 +274,7 @@ def test_a_cell_taken_but_never_claimed_is_requeued_after_the_grace_period(tmp_p
 
 @pytest.mark.filterwarnings("ignore:Heartbeat of storage")
 def test_pack_mates_are_kept_alive_by_heartbeats_and_released_together(tmp_path, monkeypatch):
-    for k, v in FAST_HEARTBEAT.items():
-        monkeypatch.setenv(k, v)
+    _fast_heartbeat(monkeypatch)
     url = store.default_storage(tmp_path, "mates")
     st = _new_study(url, "mates", _cells("mates", 3, 4, 2))
     first, second, third = store.trials(st)
@@ -298,8 +302,7 @@ def test_pack_mates_are_kept_alive_by_heartbeats_and_released_together(tmp_path,
 
 @pytest.mark.filterwarnings("ignore:Heartbeat of storage")
 def test_heartbeat_requeues_the_cell_of_a_silent_remote_worker(tmp_path, monkeypatch):
-    for k, v in FAST_HEARTBEAT.items():
-        monkeypatch.setenv(k, v)
+    _fast_heartbeat(monkeypatch)
     url = store.default_storage(tmp_path, "hb")
     st = _new_study(url, "hb", _cells("hb", 1, 4, 2))
     # A worker on another machine took the cell, beat once, and vanished.
